@@ -1,0 +1,16 @@
+// Registration of the CLI's subcommands. Each add_* declares its flags once and stores a runner;
+// run_selected() calls the runner of the subcommand the user picked.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace sw::tools {
+
+void add_bench_command(CLI::App& app);
+
+// Called by add_* to attach the function that runs a parsed subcommand.
+void set_runner(CLI::App* sub, std::function<int()> run);
+int run_selected(CLI::App& app);
+
+}  // namespace sw::tools
