@@ -1,0 +1,50 @@
+// ModelConfig: everything needed to build a language model, read from one JSON file (a preset in
+// configs/ or the config.json beside a checkpoint). The mixer and FFN are nested objects whose
+// "type" picks an entry of the registry (models/registry.cpp) and whose other fields belong to that
+// entry's own config struct.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace sw::models {
+
+struct ModelConfig {
+  std::string name = "model";
+  std::string family = "";  // survey family, e.g. "attention", "linear", "ssm"
+  std::string size = "";    // tiny | small | base: the arena compares presets of one size
+  int64_t vocab_size = 260;
+  int64_t d_model = 256;
+  int64_t n_layers = 4;
+  int64_t ffn_hidden = 0;  // 0: 8/3 * d_model rounded up to a multiple of 32 (Llama)
+  bool tie_embeddings = true;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;
+  int64_t seed = 1;  // initialisation seed
+  nlohmann::json mixer = {{"type", "attention"}};
+  nlohmann::json ffn = {{"type", "swiglu"}};
+
+  template <class V>
+  void visit(V& v) {
+    v("name", name, "preset name");
+    v("family", family, "survey family of the mixer");
+    v("size", size, "size class: tiny, small, base");
+    v("vocab_size", vocab_size, "vocabulary size (byte tokenizer: 260)");
+    v("d_model", d_model, "residual width");
+    v("n_layers", n_layers, "number of blocks");
+    v("ffn_hidden", ffn_hidden, "FFN hidden width (0 = 8/3 d_model rounded to 32)");
+    v("tie_embeddings", tie_embeddings, "share the embedding and the LM head");
+    v("norm_eps", norm_eps, "RMSNorm epsilon");
+    v("init_std", init_std, "std of weight initialisation");
+    v("seed", seed, "initialisation seed");
+  }
+
+  int64_t resolved_ffn_hidden() const { return ffn_hidden ? ffn_hidden : (8 * d_model / 3 + 31) / 32 * 32; }
+};
+
+// Parses and validates (sizes positive, mixer/ffn types registered). `where` names the source file.
+ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where);
+ModelConfig load_model_config(const std::string& path);
+nlohmann::json model_config_to_json(const ModelConfig& c);
+
+}  // namespace sw::models

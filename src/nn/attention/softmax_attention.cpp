@@ -1,0 +1,93 @@
+#include "nn/attention/softmax_attention.h"
+
+#include <cmath>
+
+#include "kernels/attention/decode_attention.h"
+#include "nn/attention/kv_cache.h"
+#include "ops/attention.h"
+#include "ops/ops.h"
+
+namespace sw::nn {
+
+namespace ka = kernels::attention;
+
+SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, int64_t n_layers, std::mt19937_64& rng)
+    : cfg_(cfg), d_model_(d_model) {
+  SW_CHECK(cfg.n_heads > 0, "attention", "n_heads must be positive, got ", cfg.n_heads);
+  n_kv_ = cfg.n_kv_heads ? cfg.n_kv_heads : cfg.n_heads;
+  SW_CHECK(cfg.n_heads % n_kv_ == 0, "attention", "n_heads ", cfg.n_heads, " must be a multiple of n_kv_heads ", n_kv_);
+  head_dim_ = cfg.head_dim ? cfg.head_dim : d_model / cfg.n_heads;
+  SW_CHECK(head_dim_ > 0 && head_dim_ % 2 == 0, "attention", "head_dim must be positive and even, got ", head_dim_);
+  rotary_dim_ = cfg.rotary_dim ? cfg.rotary_dim : head_dim_;
+  SW_CHECK(rotary_dim_ % 2 == 0 && rotary_dim_ <= head_dim_, "attention", "rotary_dim ", rotary_dim_,
+           " must be even and at most head_dim ", head_dim_);
+  SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16", "attention", "kv_dtype must be f32 or bf16, got '",
+           cfg.kv_dtype, "'");
+  double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * n_layers);  // GPT-2 residual scaling
+  wq_ = add_module("wq", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
+  wk_ = add_module("wk", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
+  wv_ = add_module("wv", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
+  wo_ = add_module("wo", std::make_unique<Linear>(cfg.n_heads * head_dim_, d_model, false, out_std, rng));
+  if (cfg.learned_sinks) sinks_ = &add_param("sinks", Tensor::zeros({cfg.n_heads}), false);
+}
+
+Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
+  int64_t B = x.dim(0), T = x.dim(1), H = cfg_.n_heads;
+  Variable q = ops::reshape(wq_->forward(x), {B, T, H, head_dim_});
+  Variable k = ops::reshape(wk_->forward(x), {B, T, n_kv_, head_dim_});
+  Variable v = ops::reshape(wv_->forward(x), {B, T, n_kv_, head_dim_});
+  std::vector<int32_t> pos(T);
+  for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(ctx.position + t);
+  Tensor positions = Tensor::from_vector(pos, {T});
+  q = ops::rope(q, positions, rotary_dim_, cfg_.rope_base);
+  k = ops::rope(k, positions, rotary_dim_, cfg_.rope_base);
+  ka::AttentionParams p;
+  p.causal = true;
+  p.window = cfg_.window;
+  p.n_sink = cfg_.n_sink;
+  Variable o;
+  auto* cache = static_cast<KvCache*>(ctx.state);
+  if (!cache || cache->length() == 0) {
+    if (cache) cache->append(k.data(), v.data());
+    o = ops::attention(q, k, v, p, sinks_);
+  } else {
+    // Tokens after the first prefill attend over the cache (which now includes them).
+    int64_t before = cache->length();
+    cache->append(k.data(), v.data());
+    ka::DecodeDims d;
+    d.B = static_cast<int>(B), d.Tn = static_cast<int>(T), d.Hq = static_cast<int>(H), d.Hkv = static_cast<int>(n_kv_);
+    d.Dk = d.Dv = static_cast<int>(head_dim_), d.capacity = static_cast<int>(cache->capacity());
+    d.length = static_cast<int>(cache->length());
+    p.q_offset = before;
+    if (sinks_) p.sink_logits = sinks_->data().data<float>();
+    Tensor out = Tensor::empty({B, T, H, head_dim_});
+    Tensor tq = q.data().contiguous();
+    // Split the cache into segments (one per core) once it is long enough to be worth merging.
+    int segments = cache->length() >= 1024 ? 2 : 1;
+    if (cache->dtype() == DType::f32)
+      ka::decode_attention(tq.data<float>(), cache->keys().data<float>(), cache->values().data<float>(), d, p, segments,
+                           out.data<float>(), nullptr);
+    else
+      ka::decode_attention(tq.data<float>(), reinterpret_cast<const uint16_t*>(cache->keys().data<bf16>()),
+                           reinterpret_cast<const uint16_t*>(cache->values().data<bf16>()), d, p, segments,
+                           out.data<float>(), nullptr);
+    o = Variable(out);
+  }
+  return wo_->forward(ops::reshape(o, {B, T, H * head_dim_}));
+}
+
+std::unique_ptr<LayerState> SoftmaxAttention::new_state(int64_t batch) const {
+  return std::make_unique<KvCache>(batch, n_kv_, head_dim_, head_dim_, cfg_.kv_dtype == "bf16" ? DType::bf16 : DType::f32);
+}
+
+// The cache keeps every token (no eviction policy yet, even with a window): it grows with the context.
+int64_t SoftmaxAttention::state_bytes(int64_t context) const {
+  return 2 * context * n_kv_ * head_dim_ * (cfg_.kv_dtype == "bf16" ? 2 : 4);
+}
+
+double SoftmaxAttention::extra_flops_per_token(int64_t context) const {
+  int64_t visible = cfg_.window ? std::min(context, cfg_.window + cfg_.n_sink) : context;
+  return 4.0 * static_cast<double>(cfg_.n_heads * head_dim_) * static_cast<double>(visible);  // QK^T and PV
+}
+
+}  // namespace sw::nn

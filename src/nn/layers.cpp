@@ -1,0 +1,41 @@
+#include "nn/layers.h"
+
+#include "ops/ops.h"
+
+namespace sw::nn {
+namespace {
+thread_local DType t_matmul_dtype = DType::f32;
+}
+
+DType matmul_dtype() { return t_matmul_dtype; }
+void set_matmul_dtype(DType t) {
+  SW_CHECK(t == DType::f32 || t == DType::bf16, "matmul_dtype", "must be f32 or bf16, got ", dtype_name(t));
+  t_matmul_dtype = t;
+}
+
+Linear::Linear(int64_t in, int64_t out, bool bias, double std, std::mt19937_64& rng) : in_(in), out_(out) {
+  w_ = &add_param("weight", init_normal({out, in}, std, rng));
+  if (bias) b_ = &add_param("bias", Tensor::zeros({out}), false);
+}
+
+Variable Linear::forward(const Variable& x) { return ops::linear(x, *w_, b_, t_matmul_dtype); }
+
+RMSNorm::RMSNorm(int64_t dim, double eps) : eps_(eps) { w_ = &add_param("weight", Tensor::full({dim}, 1.0), false); }
+
+Variable RMSNorm::forward(const Variable& x) { return ops::rmsnorm(x, w_, eps_); }
+
+Embedding::Embedding(int64_t vocab, int64_t dim, double std, std::mt19937_64& rng) {
+  table_ = &add_param("weight", init_normal({vocab, dim}, std, rng), false);
+}
+
+Variable Embedding::forward(const Tensor& ids) { return ops::embedding(*table_, ids); }
+
+SwiGluMlp::SwiGluMlp(int64_t dim, int64_t hidden, double std, double out_std, std::mt19937_64& rng) {
+  gate_ = add_module("gate", std::make_unique<Linear>(dim, hidden, false, std, rng));
+  up_ = add_module("up", std::make_unique<Linear>(dim, hidden, false, std, rng));
+  down_ = add_module("down", std::make_unique<Linear>(hidden, dim, false, out_std, rng));
+}
+
+Variable SwiGluMlp::forward(const Variable& x) { return down_->forward(ops::swiglu(gate_->forward(x), up_->forward(x))); }
+
+}  // namespace sw::nn

@@ -1,0 +1,49 @@
+// Softmax attention as a differentiable op over the tiled (FlashAttention-2) kernel.
+#include "kernels/attention/flash_attention.h"
+#include "ops/attention.h"
+
+namespace sw::ops {
+
+namespace ka = kernels::attention;
+
+Variable attention(const Variable& q, const Variable& k, const Variable& v, const ka::AttentionParams& params,
+                   const Variable* sink_logits) {
+  Tensor tq = q.data().contiguous(), tk = k.data().contiguous(), tv = v.data().contiguous();
+  SW_CHECK(tq.ndim() == 4 && tk.ndim() == 4 && tv.ndim() == 4, "attention", "q, k, v must be [B, T, H, D], got ",
+           tq.describe(), ", ", tk.describe(), ", ", tv.describe());
+  SW_CHECK(tq.dtype() == DType::f32 && tk.dtype() == DType::f32 && tv.dtype() == DType::f32, "attention",
+           "q, k, v must be f32");
+  ka::AttentionDims d;
+  d.B = static_cast<int>(tq.dim(0)), d.Tq = static_cast<int>(tq.dim(1)), d.Hq = static_cast<int>(tq.dim(2));
+  d.Dk = static_cast<int>(tq.dim(3)), d.Tk = static_cast<int>(tk.dim(1)), d.Hkv = static_cast<int>(tk.dim(2));
+  d.Dv = static_cast<int>(tv.dim(3));
+  SW_CHECK(tk.dim(0) == d.B && tv.dim(0) == d.B && tv.dim(1) == d.Tk && tv.dim(2) == d.Hkv && tk.dim(3) == d.Dk,
+           "attention", "k ", tk.describe(), " and v ", tv.describe(), " do not match q ", tq.describe());
+  SW_CHECK(d.Hkv > 0 && d.Hq % d.Hkv == 0, "attention", "query heads ", d.Hq, " must be a multiple of kv heads ",
+           d.Hkv);
+  ka::AttentionParams p = params;
+  Tensor ts;
+  if (sink_logits) {
+    ts = sink_logits->data().contiguous();
+    SW_CHECK(ts.shape() == Shape{d.Hq} && ts.dtype() == DType::f32, "attention", "sink logits must be f32[", d.Hq,
+             "], got ", ts.describe());
+    p.sink_logits = ts.data<float>();
+  }
+  Tensor o = Tensor::empty({d.B, d.Tq, d.Hq, d.Dv}), lse = Tensor::empty({d.B, d.Hq, d.Tq});
+  ka::flash_attention_forward(tq.data<float>(), tk.data<float>(), tv.data<float>(), d, p, o.data<float>(),
+                              lse.data<float>());
+  std::vector<Variable> in = {q, k, v, sink_logits ? *sink_logits : Variable()};
+  bool need_sink = sink_logits && sink_logits->requires_grad();
+  return record1("attention", in, o, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+    Tensor dq = Tensor::empty(tq.shape()), dk = Tensor::empty(tk.shape()), dv = Tensor::empty(tv.shape());
+    Tensor ds = need_sink ? Tensor::empty({d.Hq}) : Tensor();
+    ka::AttentionParams pb = p;
+    if (ts.defined()) pb.sink_logits = ts.data<float>();
+    ka::flash_attention_backward(tq.data<float>(), tk.data<float>(), tv.data<float>(), o.data<float>(),
+                                 lse.data<float>(), g[0].data<float>(), nullptr, d, pb, dq.data<float>(),
+                                 dk.data<float>(), dv.data<float>(), need_sink ? ds.data<float>() : nullptr);
+    return {dq, dk, dv, ds};
+  });
+}
+
+}  // namespace sw::ops
