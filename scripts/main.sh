@@ -4,6 +4,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bash "$root/scripts/setup.sh"
+bash "$root/scripts/fetch_brown.sh" || echo "note: Brown corpus unavailable; the main job uses synthetic text"
 bash "$root/scripts/build.sh" "$root/build"
 mkdir -p "$root/out"
 exec "$root/build/speedwins" bench --ops --out "$root/out/bench.json" "$@"

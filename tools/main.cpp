@@ -10,6 +10,11 @@
 int main(int argc, char** argv) {
   CLI::App app{"speedwins: efficient LLM architectures, trained, run and measured side by side on a CPU"};
   app.require_subcommand(1);
+  sw::tools::add_arena_command(app);
+  sw::tools::add_train_command(app);
+  sw::tools::add_generate_command(app);
+  sw::tools::add_inspect_command(app);
+  sw::tools::add_tokenizer_command(app);
   sw::tools::add_bench_command(app);
   try {
     app.parse(argc, argv);

@@ -3,7 +3,9 @@
 #include <cmath>
 
 #include "kernels/attention/decode_attention.h"
+#include "core/timer.h"
 #include "nn/attention/kv_cache.h"
+#include "nn/profile.h"
 #include "ops/attention.h"
 #include "ops/ops.h"
 
@@ -64,6 +66,7 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
     Tensor tq = q.data().contiguous();
     // Split the cache into segments (one per core) once it is long enough to be worth merging.
     int segments = cache->length() >= 1024 ? 2 : 1;
+    double t0 = now_seconds();
     if (cache->dtype() == DType::f32)
       ka::decode_attention(tq.data<float>(), cache->keys().data<float>(), cache->values().data<float>(), d, p, segments,
                            out.data<float>(), nullptr);
@@ -71,6 +74,7 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
       ka::decode_attention(tq.data<float>(), reinterpret_cast<const uint16_t*>(cache->keys().data<bf16>()),
                            reinterpret_cast<const uint16_t*>(cache->values().data<bf16>()), d, p, segments,
                            out.data<float>(), nullptr);
+    profile_add(ProfileSlot::attention_decode, now_seconds() - t0);
     o = Variable(out);
   }
   return wo_->forward(ops::reshape(o, {B, T, H * head_dim_}));

@@ -1,0 +1,172 @@
+#include "bench/model_bench.h"
+
+#include <cstdio>
+#include <random>
+#include <sstream>
+
+#include "core/allocator.h"
+#include "core/timer.h"
+#include "nn/profile.h"
+#include "train/optimizer.h"
+
+namespace sw::bench {
+namespace {
+
+Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> v(b * t);
+  for (auto& x : v) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return Tensor::from_vector(v, {b, t});
+}
+
+bool has_bf16_weights(models::LanguageModel& m) {
+  bool any = false;
+  m.visit_parameters([&](const std::string&, nn::Parameter& p) { any |= p.var.data().dtype() == DType::bf16; });
+  return any;
+}
+
+}  // namespace
+
+double decode_weight_bytes(models::LanguageModel& m) {
+  double bytes = 0;
+  const models::ModelConfig& c = m.config();
+  m.visit_parameters([&](const std::string& name, nn::Parameter& p) {
+    double b = static_cast<double>(p.var.data().nbytes());
+    if (name.rfind("embed.", 0) == 0) b = c.tie_embeddings ? b : b / static_cast<double>(c.vocab_size);
+    bytes += b;
+  });
+  return bytes;
+}
+
+PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds) {
+  PrefillPoint p;
+  p.len = len, p.batch = batch;
+  Tensor ids = random_ids(batch, len, m.config().vocab_size, 7);
+  NoGradGuard g;
+  int64_t base = memory_stats().live_bytes;
+  reset_peak_memory();
+  double t = time_median([&] { m.hidden(ids); }, min_seconds, 3);
+  p.peak_bytes = memory_stats().peak_bytes - base;
+  p.tokens_per_s = static_cast<double>(batch * len) / t;
+  double ceiling = (has_bf16_weights(m) ? c.bf16_gflops : c.f32_gflops) * 1e9;
+  p.mfu = p.tokens_per_s * m.forward_flops_per_token(len / 2) / ceiling;
+  return p;
+}
+
+DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batch, int64_t steps, const Ceilings& c) {
+  DecodePoint d;
+  d.context = context, d.batch = batch, d.steps = steps;
+  NoGradGuard g;
+  auto state = m.new_state(batch);
+  m.hidden(random_ids(batch, context, m.config().vocab_size, 8), state.get());
+  Tensor next = random_ids(batch, 1, m.config().vocab_size, 9);
+  m.hidden(next, state.get());  // warm: first decode step allocates per-step buffers
+  nn::profile_reset();
+  double t0 = now_seconds();
+  for (int64_t i = 0; i < steps; ++i) m.hidden(next, state.get());
+  double t = now_seconds() - t0;
+  d.tokens_per_s = static_cast<double>(batch * steps) / t;
+  d.state_bytes = state->bytes() / batch;
+  double attn = nn::profile_seconds(nn::ProfileSlot::attention_decode);
+  d.attention_share = attn > 0 ? attn / t : -1;
+  // Per step: the weights once (shared by the batch) plus every sequence's state at this context.
+  double state_read = static_cast<double>(m.state_bytes(context + steps / 2)) * batch;
+  d.bytes_per_token = (decode_weight_bytes(m) + state_read) / static_cast<double>(batch);
+  d.mbu = d.tokens_per_s * d.bytes_per_token / (c.read_gbs * 1e9);
+  return d;
+}
+
+TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds) {
+  TrainPoint p;
+  p.len = len, p.batch = batch;
+  Tensor ids = random_ids(batch, len, m.config().vocab_size, 10), tgt = random_ids(batch, len, m.config().vocab_size, 11);
+  train::OptimizerConfig oc;
+  train::Optimizer opt(m, oc);
+  int64_t base = memory_stats().live_bytes;
+  reset_peak_memory();
+  double t = time_median(
+      [&] {
+        m.zero_grad();
+        m.loss(ids, tgt).backward();
+        opt.step(1e-5);
+      },
+      min_seconds, 2);
+  p.peak_bytes = memory_stats().peak_bytes - base;
+  m.zero_grad();
+  p.tokens_per_s = static_cast<double>(batch * len) / t;
+  p.mfu = p.tokens_per_s * 3.0 * m.forward_flops_per_token(len / 2) / (c.f32_gflops * 1e9);
+  return p;
+}
+
+ModelBenchResult bench_model(models::LanguageModel& m, const std::string& preset, const ModelBenchConfig& cfg,
+                             const Ceilings& c, bool progress) {
+  ModelBenchResult r;
+  r.preset = preset;
+  r.params = m.num_parameters();
+  if (!cfg.bf16_weights)
+    for (int64_t len : cfg.train_lengths) {
+      if (progress) std::fprintf(stderr, "  %s: train step at %lld tokens...\n", preset.c_str(), static_cast<long long>(len));
+      r.train.push_back(bench_train_step(m, len, cfg.batch, c, cfg.min_seconds));
+    }
+  if (cfg.bf16_weights) m.to_bf16_weights();
+  for (int64_t len : cfg.prefill_lengths) {
+    if (progress) std::fprintf(stderr, "  %s: prefill %lld tokens...\n", preset.c_str(), static_cast<long long>(len));
+    r.prefill.push_back(bench_prefill(m, len, cfg.batch, c, cfg.min_seconds));
+  }
+  for (int64_t ctx : cfg.decode_contexts) {
+    if (progress) std::fprintf(stderr, "  %s: decode after %lld tokens...\n", preset.c_str(), static_cast<long long>(ctx));
+    r.decode.push_back(bench_decode(m, ctx, cfg.batch, cfg.decode_steps, c));
+  }
+  return r;
+}
+
+nlohmann::json to_json(const ModelBenchResult& r) {
+  nlohmann::json j = {{"preset", r.preset}, {"params", r.params}};
+  j["prefill"] = nlohmann::json::array();
+  j["decode"] = nlohmann::json::array();
+  j["train"] = nlohmann::json::array();
+  for (const PrefillPoint& p : r.prefill)
+    j["prefill"].push_back({{"len", p.len}, {"batch", p.batch}, {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
+                            {"peak_bytes", p.peak_bytes}});
+  for (const DecodePoint& d : r.decode)
+    j["decode"].push_back({{"context", d.context}, {"batch", d.batch}, {"tokens_per_s", d.tokens_per_s}, {"mbu", d.mbu},
+                           {"bytes_per_token", d.bytes_per_token}, {"state_bytes", d.state_bytes},
+                           {"attention_share", d.attention_share}});
+  for (const TrainPoint& p : r.train)
+    j["train"].push_back({{"len", p.len}, {"batch", p.batch}, {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
+                          {"peak_bytes", p.peak_bytes}});
+  return j;
+}
+
+std::string format_table(const ModelBenchResult& r) {
+  std::ostringstream os;
+  char line[200];
+  std::snprintf(line, sizeof line, "%s (%.2fM parameters)\n", r.preset.c_str(), r.params / 1e6);
+  os << line;
+  for (const TrainPoint& p : r.train) {
+    std::snprintf(line, sizeof line, "  train   B=%-3lld T=%-6lld %10.0f tok/s  MFU %5.1f%%  peak %8.1f MiB\n",
+                  static_cast<long long>(p.batch), static_cast<long long>(p.len), p.tokens_per_s, 100 * p.mfu,
+                  p.peak_bytes / 1048576.0);
+    os << line;
+  }
+  for (const PrefillPoint& p : r.prefill) {
+    std::snprintf(line, sizeof line, "  prefill B=%-3lld T=%-6lld %10.0f tok/s  MFU %5.1f%%  peak %8.1f MiB\n",
+                  static_cast<long long>(p.batch), static_cast<long long>(p.len), p.tokens_per_s, 100 * p.mfu,
+                  p.peak_bytes / 1048576.0);
+    os << line;
+  }
+  for (const DecodePoint& d : r.decode) {
+    std::snprintf(line, sizeof line, "  decode  B=%-3lld ctx=%-6lld %8.1f tok/s  MBU %5.1f%%  state %8.1f KiB/seq",
+                  static_cast<long long>(d.batch), static_cast<long long>(d.context), d.tokens_per_s, 100 * d.mbu,
+                  d.state_bytes / 1024.0);
+    os << line;
+    if (d.attention_share >= 0) {
+      std::snprintf(line, sizeof line, "  attention %.0f%% of time", 100 * d.attention_share);
+      os << line;
+    }
+    os << "\n";
+  }
+  return os.str();
+}
+
+}  // namespace sw::bench

@@ -1,0 +1,116 @@
+// `speedwins generate` (sample text from a checkpoint, streamed) and `speedwins eval` (held-out
+// loss, perplexity and bits per byte of a checkpoint on a corpus).
+#include <cstdio>
+#include <filesystem>
+
+#include "infer/generate.h"
+#include "tools/cli_common.h"
+#include "tools/commands.h"
+#include "train/checkpoint.h"
+#include "train/trainer.h"
+
+namespace sw::tools {
+namespace {
+
+struct Loaded {
+  std::unique_ptr<models::LanguageModel> model;
+  std::unique_ptr<io::Tokenizer> tok;
+};
+
+Loaded load_run(const std::string& checkpoint) {
+  train::Checkpoint ck = train::read_checkpoint(checkpoint);
+  Loaded l;
+  l.model = std::make_unique<models::LanguageModel>(ck.config, checkpoint);
+  train::load_model_weights(*l.model, ck);
+  std::string dir = std::filesystem::path(checkpoint).parent_path().string();
+  l.tok = make_tokenizer((dir.empty() ? "." : dir) + "/" + ck.state.tokenizer);
+  return l;
+}
+
+struct GenArgs {
+  std::string checkpoint, prompt = "The ";
+  int64_t max_new = 200;
+  infer::SamplerConfig s;
+  std::vector<std::string> stops;
+  bool bf16_weights = false;
+};
+
+int run_generate(GenArgs& a) {
+  Loaded l = load_run(a.checkpoint);
+  if (a.bf16_weights) l.model->to_bf16_weights();
+  std::vector<int32_t> prompt = l.tok->encode(a.prompt);
+  infer::GenerateConfig g;
+  g.max_new_tokens = a.max_new;
+  g.sampler = a.s;
+  g.stop_tokens = {l.tok->eos_id()};
+  std::printf("%s", a.prompt.c_str());
+  std::fflush(stdout);
+  std::vector<int32_t> out;
+  std::string text;
+  infer::GenerateStats st = infer::generate(*l.model, prompt, g, [&](int32_t id) {
+    if (l.tok->is_special(id)) return true;
+    out.push_back(id);
+    // Byte-level tokens may split a UTF-8 character: print the decoded text's new suffix.
+    std::string now = l.tok->decode(out);
+    std::string piece = now.substr(std::min(text.size(), now.size()));
+    text = now;
+    std::printf("%s", piece.c_str());
+    std::fflush(stdout);
+    for (const std::string& s : a.stops)
+      if (!s.empty() && text.size() >= s.size() && text.compare(text.size() - s.size(), s.size(), s) == 0) return false;
+    return true;
+  });
+  std::printf("\n");
+  std::fprintf(stderr, "prompt %lld tokens in %.3fs (%.0f tok/s); %lld new tokens in %.3fs (%.1f tok/s); state %.1f KiB\n",
+               static_cast<long long>(st.prompt_tokens), st.prefill_seconds, st.prompt_tokens / std::max(1e-9, st.prefill_seconds),
+               static_cast<long long>(st.new_tokens), st.decode_seconds, st.new_tokens / std::max(1e-9, st.decode_seconds),
+               st.state_bytes / 1024.0);
+  return 0;
+}
+
+struct EvalArgs {
+  std::string checkpoint, data = "brown";
+  int64_t batch = 8, seq_len = 256, max_batches = 0;
+};
+
+int run_eval(const EvalArgs& a) {
+  Loaded l = load_run(a.checkpoint);
+  TextSource text = load_text(a.data);
+  EncodedText enc = encode_text(*l.tok, text.text);
+  train::TokenDataset data(std::move(enc.tokens), 0.05, l.tok->vocab_size());
+  train::EvalResult e = train::evaluate(*l.model, data, a.batch, a.seq_len, a.max_batches, enc.bytes_per_token);
+  std::printf("%s on %s (validation split, %lld tokens): loss %.4f, perplexity %.3f, bits/byte %.4f\n",
+              a.checkpoint.c_str(), text.name.c_str(), static_cast<long long>(e.tokens), e.loss, e.perplexity,
+              e.bits_per_byte);
+  return 0;
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  static GenArgs a;
+  CLI::App* s = app.add_subcommand("generate", "Generate text from a checkpoint (streamed)");
+  s->add_option("--checkpoint", a.checkpoint, "checkpoint.safetensors of a training run")->required();
+  s->add_option("--prompt", a.prompt, "Prompt text")->capture_default_str();
+  s->add_option("--max-new", a.max_new, "Tokens to generate")->capture_default_str();
+  s->add_option("--temperature", a.s.temperature, "0 = greedy")->capture_default_str();
+  s->add_option("--top-k", a.s.top_k, "Keep the k most likely tokens (0 = off)")->capture_default_str();
+  s->add_option("--top-p", a.s.top_p, "Nucleus sampling mass (1 = off)")->capture_default_str();
+  s->add_option("--repetition-penalty", a.s.repetition_penalty, "Penalty on tokens already seen (1 = off)")
+      ->capture_default_str();
+  s->add_option("--seed", a.s.seed, "Sampling seed")->capture_default_str();
+  s->add_option("--stop", a.stops, "Stop after this string (repeatable)");
+  s->add_flag("--bf16-weights", a.bf16_weights, "Run with bf16 weights");
+  set_runner(s, [] { return run_generate(a); });
+
+  static EvalArgs e;
+  CLI::App* ev = app.add_subcommand("eval", "Held-out loss, perplexity and bits per byte of a checkpoint");
+  ev->add_option("--checkpoint", e.checkpoint, "checkpoint.safetensors")->required();
+  ev->add_option("--data", e.data, "brown | synthetic | a text file or folder")->capture_default_str();
+  ev->add_option("--batch", e.batch, "Sequences per batch")->capture_default_str();
+  ev->add_option("--seq-len", e.seq_len, "Tokens per sequence")->capture_default_str();
+  ev->add_option("--max-batches", e.max_batches, "Limit (0 = the whole split)")->capture_default_str();
+  set_runner(ev, [] { return run_eval(e); });
+}
+
+}  // namespace sw::tools
