@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "models/config_fields.h"
+#include "nn/attention/mla.h"
 #include "nn/attention/softmax_attention.h"
 
 namespace sw::models {
@@ -38,6 +39,7 @@ struct SwiGluConfig {
 const std::vector<MixerEntry>& mixer_registry() {
   static const std::vector<MixerEntry> r = {
       mixer<nn::AttentionConfig, nn::SoftmaxAttention>("attention", "attention"),
+      mixer<nn::MlaConfig, nn::MultiHeadLatentAttention>("mla", "attention"),
   };
   return r;
 }

@@ -5,10 +5,11 @@
 // micro-kernels cover all products:
 //   rows_dot_panel:   c[r][:] = sum_d a[r][d] * bt[d][:]   (a rows read in place from [B,T,H,D])
 //   panel_accumulate: ct[d][:] += sum_r a[r][d] * p[r][:]
-// Both keep a 4 x kTile accumulator block in registers; with kTile = 64 that is 16 AVX-512 vectors.
+// Both keep a kRows x kTile accumulator block in registers (4 x 64 floats = 16 AVX-512 vectors).
 // Softmax arguments are in log2 units (q is pre-multiplied by scale * log2(e)) so exp is exp2.
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -25,12 +26,12 @@ inline constexpr float kLn2 = 0.693147180559945309f;
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // 2^x for softmax arguments (x <= ~0): 0 below -125 (so -inf and far-masked entries vanish
-// exactly), otherwise a degree-7 polynomial on the fractional part; relative error ~2e-7.
+// exactly), otherwise a degree-7 polynomial on the fractional part; relative error <= 7e-8.
 // Plain arithmetic so that GCC vectorises loops calling it (libm's exp2f is not vectorised
 // without -ffast-math).
 inline float exp2_softmax(float x) {
-  const bool under = x < -125.f;
-  float xc = under ? -125.f : (x > 127.f ? 127.f : x);
+  const float keep = x < -125.f ? 0.f : 1.f;  // 0 for -inf and far-masked entries
+  const float xc = std::min(std::max(x, -125.f), 127.f);
   const float n = __builtin_rintf(xc);
   const float f = (xc - n) * kLn2;  // |f| <= ln2 / 2
   float p = 1.f / 5040.f;
@@ -42,51 +43,73 @@ inline float exp2_softmax(float x) {
   p = p * f + 1.f;
   p = p * f + 1.f;
   const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  return under ? 0.f : p * two_n;
+  // Scaling by a selected 0/1 (rather than selecting the computed value) keeps the loop
+  // branch-free, which GCC needs to vectorise it under the default -ftrapping-math.
+  return p * two_n * keep;
 }
 
-// A panel row is kTile / 16 vectors of 16 floats. GCC vector extensions (not intrinsics: any
-// target, lowered to 2 x 256-bit without AVX-512) make the 4 x kTile accumulator block of the
-// micro-kernels live in registers; plain arrays are kept on the stack by GCC 12.
-using F32x16 = float __attribute__((vector_size(64)));
-inline constexpr int kVecs = kTile / 16;
+// A panel row is kTile / kLanes native vectors. GCC vector extensions (not intrinsics; the width
+// follows the target ISA) make the kRows x kTile accumulator block of the micro-kernels live in
+// registers: GCC 12 keeps plain accumulator arrays on the stack. AVX-512 has 32 registers, room for
+// 4 rows x 4 vectors; AVX2 has 16, room for 1 row x 8 vectors.
+#if defined(__AVX512F__)
+inline constexpr int kLanes = 16, kRows = 4;
+#elif defined(__AVX__)
+inline constexpr int kLanes = 8, kRows = 1;
+#else
+inline constexpr int kLanes = 4, kRows = 1;
+#endif
+using F32xN = float __attribute__((vector_size(kLanes * sizeof(float))));
+inline constexpr int kVecs = kTile / kLanes;
 
-inline F32x16 load16(const float* p) {
-  F32x16 v;
+inline F32xN loadv(const float* p) {
+  F32xN v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-inline void store16(float* p, F32x16 v) { std::memcpy(p, &v, sizeof v); }
+inline void storev(float* p, F32xN v) { std::memcpy(p, &v, sizeof v); }
+
+// Keeps v in a register: otherwise GCC folds the load into each of the kRows FMAs that use it and
+// the micro-kernels become load-bound (20 loads per 16 FMAs instead of 8 with AVX-512).
+inline void pin_register(F32xN& v) {
+#if defined(__GNUC__) && defined(__AVX512F__)
+  __asm__("" : "+v"(v));  // any of the 32 vector registers
+#elif defined(__GNUC__) && defined(__AVX__)
+  __asm__("" : "+x"(v));
+#else
+  (void)v;
+#endif
+}
 
 // c[r][0:kTile] = sum_d a[r * a_stride + d] * bt[d * kTile + 0:kTile] for r < n.
 inline void rows_dot_panel(const float* a, size_t a_stride, int n, const float* __restrict bt, int D,
                            float* __restrict c) {
   int r = 0;
-  for (; r + 4 <= n; r += 4) {
-    const float* a0 = a + r * a_stride;
-    const float* a1 = a0 + a_stride;
-    const float* a2 = a1 + a_stride;
-    const float* a3 = a2 + a_stride;
-    F32x16 acc[4][kVecs] = {};
+  for (; r + kRows <= n; r += kRows) {
+    const float* ar[kRows];
+    for (int row = 0; row < kRows; ++row) ar[row] = a + (r + row) * a_stride;
+    F32xN acc[kRows][kVecs] = {};
     for (int d = 0; d < D; ++d) {
       const float* b = bt + static_cast<size_t>(d) * kTile;
-      const float x[4] = {a0[d], a1[d], a2[d], a3[d]};
+      float x[kRows];
+      for (int row = 0; row < kRows; ++row) x[row] = ar[row][d];
       for (int u = 0; u < kVecs; ++u) {
-        const F32x16 bv = load16(b + 16 * u);
-        for (int row = 0; row < 4; ++row) acc[row][u] += x[row] * bv;
+        F32xN bv = loadv(b + kLanes * u);
+        pin_register(bv);
+        for (int row = 0; row < kRows; ++row) acc[row][u] += x[row] * bv;
       }
     }
-    for (int row = 0; row < 4; ++row)
-      for (int u = 0; u < kVecs; ++u) store16(c + static_cast<size_t>(r + row) * kTile + 16 * u, acc[row][u]);
+    for (int row = 0; row < kRows; ++row)
+      for (int u = 0; u < kVecs; ++u) storev(c + static_cast<size_t>(r + row) * kTile + kLanes * u, acc[row][u]);
   }
   for (; r < n; ++r) {
     const float* a0 = a + r * a_stride;
-    F32x16 acc[kVecs] = {};
+    F32xN acc[kVecs] = {};
     for (int d = 0; d < D; ++d) {
       const float x = a0[d];
-      for (int u = 0; u < kVecs; ++u) acc[u] += x * load16(bt + static_cast<size_t>(d) * kTile + 16 * u);
+      for (int u = 0; u < kVecs; ++u) acc[u] += x * loadv(bt + static_cast<size_t>(d) * kTile + kLanes * u);
     }
-    for (int u = 0; u < kVecs; ++u) store16(c + static_cast<size_t>(r) * kTile + 16 * u, acc[u]);
+    for (int u = 0; u < kVecs; ++u) storev(c + static_cast<size_t>(r) * kTile + kLanes * u, acc[u]);
   }
 }
 
@@ -94,30 +117,32 @@ inline void rows_dot_panel(const float* a, size_t a_stride, int n, const float* 
 inline void panel_accumulate(const float* a, size_t a_stride, int n, const float* __restrict p, int D,
                              float* __restrict ct) {
   int d = 0;
-  for (; d + 4 <= D; d += 4) {
-    F32x16 acc[4][kVecs];
-    for (int row = 0; row < 4; ++row)
-      for (int u = 0; u < kVecs; ++u) acc[row][u] = load16(ct + static_cast<size_t>(d + row) * kTile + 16 * u);
+  for (; d + kRows <= D; d += kRows) {
+    F32xN acc[kRows][kVecs];
+    for (int row = 0; row < kRows; ++row)
+      for (int u = 0; u < kVecs; ++u) acc[row][u] = loadv(ct + static_cast<size_t>(d + row) * kTile + kLanes * u);
     for (int r = 0; r < n; ++r) {
       const float* ar = a + r * a_stride + d;
-      const float x[4] = {ar[0], ar[1], ar[2], ar[3]};
+      float x[kRows];
+      for (int row = 0; row < kRows; ++row) x[row] = ar[row];
       const float* pr = p + static_cast<size_t>(r) * kTile;
       for (int u = 0; u < kVecs; ++u) {
-        const F32x16 pv = load16(pr + 16 * u);
-        for (int row = 0; row < 4; ++row) acc[row][u] += x[row] * pv;
+        F32xN pv = loadv(pr + kLanes * u);
+        pin_register(pv);
+        for (int row = 0; row < kRows; ++row) acc[row][u] += x[row] * pv;
       }
     }
-    for (int row = 0; row < 4; ++row)
-      for (int u = 0; u < kVecs; ++u) store16(ct + static_cast<size_t>(d + row) * kTile + 16 * u, acc[row][u]);
+    for (int row = 0; row < kRows; ++row)
+      for (int u = 0; u < kVecs; ++u) storev(ct + static_cast<size_t>(d + row) * kTile + kLanes * u, acc[row][u]);
   }
   for (; d < D; ++d) {
-    F32x16 acc[kVecs];
-    for (int u = 0; u < kVecs; ++u) acc[u] = load16(ct + static_cast<size_t>(d) * kTile + 16 * u);
+    F32xN acc[kVecs];
+    for (int u = 0; u < kVecs; ++u) acc[u] = loadv(ct + static_cast<size_t>(d) * kTile + kLanes * u);
     for (int r = 0; r < n; ++r) {
       const float x = a[r * a_stride + d];
-      for (int u = 0; u < kVecs; ++u) acc[u] += x * load16(p + static_cast<size_t>(r) * kTile + 16 * u);
+      for (int u = 0; u < kVecs; ++u) acc[u] += x * loadv(p + static_cast<size_t>(r) * kTile + kLanes * u);
     }
-    for (int u = 0; u < kVecs; ++u) store16(ct + static_cast<size_t>(d) * kTile + 16 * u, acc[u]);
+    for (int u = 0; u < kVecs; ++u) storev(ct + static_cast<size_t>(d) * kTile + kLanes * u, acc[u]);
   }
 }
 

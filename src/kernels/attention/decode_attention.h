@@ -10,6 +10,8 @@
 // Split-KV: the visible keys of each (batch, kv head) are cut into segments handled by different
 // threads, each producing (max, sum, unnormalised output) that are merged by log-sum-exp, so a
 // single long sequence keeps both cores busy. num_segments = 0 picks a count from the thread count.
+// Scratch: slots 0 and 2 of every OpenMP thread, slot 1 of the calling thread (the partials:
+// B * segments * Hq * Tn * (Dv + 2) floats).
 //
 // Layout: q [B, Tn, Hq, Dk]; cache k [B, L_capacity, Hkv, Dk], v [B, L_capacity, Hkv, Dv]
 // (length <= L_capacity valid rows); o [B, Tn, Hq, Dv]; lse [B, Hq, Tn].

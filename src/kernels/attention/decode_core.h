@@ -1,11 +1,13 @@
 // Internal split-KV decode loop shared by the fp32, bf16 and KIVI caches (not a public API).
 //
-// Work item = (batch, kv head, segment). The rows of an item are the Tn new query tokens of every
-// query head of the GQA group, so each cached key/value row is read (and, for bf16/int8,
-// converted) once per item and used by group * Tn queries. The visible keys of those rows (at most
-// two intervals: sinks and window) are split evenly into segments; each segment produces a partial
-// (running max m, sum l, unnormalised output) and the partials and the learned sink are merged by
-// log-sum-exp. Partials live in the calling thread's scratch slot 1; per-item buffers in slot 0.
+// Work item = (batch, segment). The visible keys (at most two intervals: sinks and window; the
+// same for every head since visibility depends only on positions) are split evenly into segments.
+// An item walks its keys in memory order of the [L, Hkv, D] cache (key-major, all kv heads), so
+// the cache streams sequentially, and each key/value row is read (and, for bf16/int8, converted)
+// once and used by the group * Tn query rows of its kv head. Each item produces per query row a
+// partial (running max m, sum l, unnormalised output); partials and the learned sink are merged by
+// log-sum-exp. Partials live in the calling thread's scratch slot 1, per-item buffers in slots 0
+// and 2.
 //
 // A Source provides the cache rows as fp32:
 //   const float* key(int b, int hk, int j, float* tmp) const;    // [Dk], may point into tmp
@@ -33,7 +35,7 @@ inline constexpr int kDecodeBlock = 64;         // keys per online-softmax step
 inline constexpr int kMinSegmentKeys = 256;     // below this a segment's merge costs more than it saves
 inline constexpr int kMaxSegments = 64;
 
-// Visible keys of the rows of one item as at most two disjoint intervals, in order.
+// Keys visible to some new token, as at most two disjoint intervals in increasing order.
 struct KeyIntervals {
   int n = 0;
   int lo[2], hi[2];
@@ -80,98 +82,101 @@ void decode_attention_core(const float* q,  // [B, Tn, Hq, Dk]
                            float* o,     // [B, Tn, Hq, Dv]
                            float* lse) { // [B, Hq, Tn] or nullptr
   const int group = s.Hq / s.Hkv;
-  const int rows = group * s.Tn;
+  const int rows = s.Hq * s.Tn;  // query rows of one sequence, head-major: r = h * Tn + t
   const int64_t q_base = static_cast<int64_t>(s.length) - s.Tn;
-  auto row_pos = [&](int r) { return q_base + r % s.Tn; };
-  int nseg = num_segments;
-  if (nseg <= 0) {
-    // Segments are chosen from the widest row set (the last token); all items use the same count.
-    const VisibleKeys vk = visible_keys(p, s.length - 1, s.length);
-    nseg = auto_segments(static_cast<int64_t>(s.B) * s.Hkv, (vk.hi - vk.lo) + vk.sink_end);
-  }
-  nseg = std::clamp(nseg, 1, kMaxSegments);
+  int64_t se = 0, lo = INT64_MAX, hi = 0;  // union of the visible keys of the Tn positions
+  for (int t = 0; t < s.Tn; ++t) add_to_union(visible_keys(p, q_base + t, s.length), &se, &lo, &hi);
+  const KeyIntervals iv = make_intervals(se, lo, hi);
+  const int64_t total = iv.total();
+  const int nseg = num_segments > 0 ? std::min(num_segments, kMaxSegments) : auto_segments(s.B, total);
   const size_t part_stride = static_cast<size_t>(s.Dv) + 2;  // m, l, acc[Dv]
-  const int64_t n_items = static_cast<int64_t>(s.B) * s.Hkv * nseg;
+  const int64_t n_items = static_cast<int64_t>(s.B) * nseg;
   float* partials = scratch_floats(1, static_cast<size_t>(n_items) * rows * part_stride);
   const float qscale = effective_scale(p, s.Dk) * kLog2e;
 
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t item = 0; item < n_items; ++item) {
     const int seg = static_cast<int>(item % nseg);
-    const int hk = static_cast<int>((item / nseg) % s.Hkv);
-    const int b = static_cast<int>(item / nseg / s.Hkv);
-    float* buf = scratch_floats(0, static_cast<size_t>(rows) * s.Dk +
-                                       static_cast<size_t>(kDecodeBlock) * (s.Dk + s.Dv + 1));
-    float* qs = buf;                                                  // [rows][Dk] q * scale * log2(e)
-    float* kbuf = qs + static_cast<size_t>(rows) * s.Dk;              // [kDecodeBlock][Dk] converted keys
-    float* vbuf = kbuf + static_cast<size_t>(kDecodeBlock) * s.Dk;    // [kDecodeBlock][Dv] converted values
-    float* sc = vbuf + static_cast<size_t>(kDecodeBlock) * s.Dv;      // [kDecodeBlock] one row's scores
+    const int b = static_cast<int>(item / nseg);
+    float* buf = scratch_floats(0, static_cast<size_t>(rows) * (s.Dk + kDecodeBlock) + s.Dk + s.Dv);
+    float* qs = buf;                                              // [rows][Dk] q * scale * log2(e)
+    float* sc = qs + static_cast<size_t>(rows) * s.Dk;            // [rows][kDecodeBlock] scores, then p
+    float* ktmp = sc + static_cast<size_t>(rows) * kDecodeBlock;  // [Dk] converted key row
+    float* vtmp = ktmp + s.Dk;                                    // [Dv] converted value row
+    // Visible set of each new token, as doubles (exact for any realistic position).
+    double* vis = scratch_doubles(2, static_cast<size_t>(3) * s.Tn);
     float* part = partials + static_cast<size_t>(item) * rows * part_stride;
-
-    int64_t se = 0, lo = INT64_MAX, hi = 0;
+    for (int t = 0; t < s.Tn; ++t) {
+      const VisibleKeys w = visible_keys(p, q_base + t, s.length);
+      vis[3 * t] = static_cast<double>(w.sink_end);
+      vis[3 * t + 1] = static_cast<double>(w.lo);
+      vis[3 * t + 2] = static_cast<double>(w.hi);
+    }
     for (int r = 0; r < rows; ++r) {
-      const int h = hk * group + r / s.Tn, t = r % s.Tn;
+      const int h = r / s.Tn, t = r % s.Tn;
       const float* qr = q + ((static_cast<size_t>(b) * s.Tn + t) * s.Hq + h) * s.Dk;
       for (int d = 0; d < s.Dk; ++d) qs[static_cast<size_t>(r) * s.Dk + d] = qr[d] * qscale;
-      add_to_union(visible_keys(p, row_pos(r), s.length), &se, &lo, &hi);
       float* pr = part + static_cast<size_t>(r) * part_stride;
       pr[0] = kNegInf;
       pr[1] = 0.f;
       std::memset(pr + 2, 0, sizeof(float) * s.Dv);
     }
-    const KeyIntervals iv = make_intervals(se, lo, hi);
-    const int64_t total = iv.total();
     const int64_t seg_len = (total + nseg - 1) / nseg;
     const int64_t v0 = std::min<int64_t>(total, seg * seg_len), v1 = std::min<int64_t>(total, v0 + seg_len);
+    const int rows_per_kv = group * s.Tn;  // rows of kv head hk: [hk * rows_per_kv, (hk + 1) * rows_per_kv)
 
     auto process_range = [&](int j_begin, int j_end) {
       for (int jb = j_begin; jb < j_end; jb += kDecodeBlock) {
         const int nk = std::min(kDecodeBlock, j_end - jb);
-        const float* krow[kDecodeBlock];
-        const float* vrow[kDecodeBlock];
         for (int jj = 0; jj < nk; ++jj) {
-          krow[jj] = src.key(b, hk, jb + jj, kbuf + static_cast<size_t>(jj) * s.Dk);
-          vrow[jj] = src.value(b, hk, jb + jj, vbuf + static_cast<size_t>(jj) * s.Dv);
+          const int j = jb + jj;
+          for (int hk = 0; hk < s.Hkv; ++hk) {
+            const float* kr = src.key(b, hk, j, ktmp);
+            for (int r = hk * rows_per_kv; r < (hk + 1) * rows_per_kv; ++r) {
+              const double* w = vis + 3 * (r % s.Tn);
+              float dot = kNegInf;
+              if (j < w[0] || (j >= w[1] && j < w[2])) {
+                const float* qr = qs + static_cast<size_t>(r) * s.Dk;
+                dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+                for (int d = 0; d < s.Dk; ++d) dot += qr[d] * kr[d];
+              }
+              sc[static_cast<size_t>(r) * kDecodeBlock + jj] = dot;
+            }
+          }
         }
         for (int r = 0; r < rows; ++r) {
-          const VisibleKeys w = visible_keys(p, row_pos(r), s.length);
-          const float* qr = qs + static_cast<size_t>(r) * s.Dk;
-          float mt = kNegInf;
-          for (int jj = 0; jj < nk; ++jj) {
-            const int j = jb + jj;
-            float dot = kNegInf;
-            if (j < w.sink_end || (j >= w.lo && j < w.hi)) {
-              const float* kr = krow[jj];
-              dot = 0.f;
-#pragma omp simd reduction(+ : dot)
-              for (int d = 0; d < s.Dk; ++d) dot += qr[d] * kr[d];
-            }
-            sc[jj] = dot;
-            mt = std::max(mt, dot);
-          }
+          float* srow = sc + static_cast<size_t>(r) * kDecodeBlock;
           float* pr = part + static_cast<size_t>(r) * part_stride;
-          float* acc = pr + 2;
+          float mt = kNegInf;
+          for (int jj = 0; jj < nk; ++jj) mt = std::max(mt, srow[jj]);
           const float mn = std::max(pr[0], mt);
           const float mu = mn == kNegInf ? 0.f : mn;  // nothing seen yet: every p is exactly 0
           const float alpha = exp2_softmax(pr[0] - mu);
           float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
           for (int jj = 0; jj < nk; ++jj) {
-            sc[jj] = exp2_softmax(sc[jj] - mu);
-            sum += sc[jj];
+            srow[jj] = exp2_softmax(srow[jj] - mu);
+            sum += srow[jj];
           }
           pr[0] = mn;
           pr[1] = pr[1] * alpha + sum;
           if (alpha != 1.f) {
+            float* acc = pr + 2;
 #pragma omp simd
             for (int d = 0; d < s.Dv; ++d) acc[d] *= alpha;
           }
-          for (int jj = 0; jj < nk; ++jj) {
-            const float pj = sc[jj];
-            if (pj == 0.f) continue;
-            const float* vr = vrow[jj];
+        }
+        for (int jj = 0; jj < nk; ++jj) {
+          for (int hk = 0; hk < s.Hkv; ++hk) {
+            const float* vr = src.value(b, hk, jb + jj, vtmp);
+            for (int r = hk * rows_per_kv; r < (hk + 1) * rows_per_kv; ++r) {
+              const float pj = sc[static_cast<size_t>(r) * kDecodeBlock + jj];
+              if (pj == 0.f) continue;
+              float* acc = part + static_cast<size_t>(r) * part_stride + 2;
 #pragma omp simd
-            for (int d = 0; d < s.Dv; ++d) acc[d] += pj * vr[d];
+              for (int d = 0; d < s.Dv; ++d) acc[d] += pj * vr[d];
+            }
           }
         }
       }
@@ -188,21 +193,19 @@ void decode_attention_core(const float* q,  // [B, Tn, Hq, Dk]
 
   // Merge the segments (and the learned sink) of every (b, query head, token).
 #pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < static_cast<int64_t>(s.B) * s.Hq * s.Tn; ++row) {
-    const int t = static_cast<int>(row % s.Tn);
-    const int h = static_cast<int>((row / s.Tn) % s.Hq);
-    const int b = static_cast<int>(row / s.Tn / s.Hq);
-    const int hk = h / group, r = (h % group) * s.Tn + t;
-    const int64_t first = (static_cast<int64_t>(b) * s.Hkv + hk) * nseg;
+  for (int64_t row = 0; row < static_cast<int64_t>(s.B) * rows; ++row) {
+    const int r = static_cast<int>(row % rows), b = static_cast<int>(row / rows);
+    const int h = r / s.Tn, t = r % s.Tn;
+    auto partial = [&](int c) { return partials + ((static_cast<size_t>(b) * nseg + c) * rows + r) * part_stride; };
     float m = p.sink_logits ? p.sink_logits[h] * kLog2e : kNegInf;
-    for (int c = 0; c < nseg; ++c) m = std::max(m, partials[(static_cast<size_t>(first + c) * rows + r) * part_stride]);
+    for (int c = 0; c < nseg; ++c) m = std::max(m, partial(c)[0]);
     float* out = o + ((static_cast<size_t>(b) * s.Tn + t) * s.Hq + h) * s.Dv;
     std::memset(out, 0, sizeof(float) * s.Dv);
     float l = 0.f;
     if (m != kNegInf) {
       if (p.sink_logits) l = exp2_softmax(p.sink_logits[h] * kLog2e - m);
       for (int c = 0; c < nseg; ++c) {
-        const float* pr = partials + (static_cast<size_t>(first + c) * rows + r) * part_stride;
+        const float* pr = partial(c);
         const float w = exp2_softmax(pr[0] - m);
         if (w == 0.f) continue;
         l += w * pr[1];

@@ -11,7 +11,7 @@
 // blocks are skipped. The backward recomputes probabilities from lse in two race-free passes:
 // one parallel over (b, kv head, key tile) producing dk and dv (summing the query heads of the GQA
 // group), one parallel over (b, query head, query tile) producing dq. Extra memory: a few tiles
-// per thread (scratch slot 0), independent of the sequence length.
+// per thread (scratch slot 0 of every OpenMP thread), independent of the sequence length.
 //
 // Layout: q [B, Tq, Hq, Dk], k [B, Tk, Hkv, Dk], v [B, Tk, Hkv, Dv], o [B, Tq, Hq, Dv],
 // lse [B, Hq, Tq] (natural log of the softmax denominator, learned sink included).

@@ -1,0 +1,43 @@
+// Model-level checks shared by the model tests: prefill logits == step-by-step decode logits.
+#pragma once
+
+#include <random>
+
+#include "models/language_model.h"
+#include "testing.h"
+
+namespace sw::testing {
+
+inline Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> v(b * t);
+  for (auto& x : v) x = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  return Tensor::from_vector(v, {b, t});
+}
+
+// The logits of every position from one stateless forward (the training form) must equal those
+// from a stateful prefill of a prefix followed by one-token decode steps (the inference form: KV
+// cache, latent cache, recurrent state, ...), for a batch of 2 and a length spanning several chunks.
+inline ::testing::AssertionResult prefill_matches_decode(const models::ModelConfig& cfg, double atol, int64_t T = 45,
+                                                         int64_t prefix = 7) {
+  models::LanguageModel m(cfg);
+  NoGradGuard g;
+  Tensor ids = random_ids(2, T, cfg.vocab_size, 3);
+  Tensor full = m.hidden(ids).data();
+  auto logits_at = [&](const Tensor& h, int64_t t0, int64_t t1) {
+    return m.logits(h.slice(1, t0, t1).contiguous().reshape({2 * (t1 - t0), cfg.d_model})).to_floats();
+  };
+  auto state = m.new_state(2);
+  Tensor h0 = m.hidden(ids.slice(1, 0, prefix).contiguous(), state.get()).data();
+  ::testing::AssertionResult r = all_close(logits_at(h0, 0, prefix), logits_at(full, 0, prefix), atol, 1e-4);
+  if (!r) return r << " (prefill of " << prefix << " tokens)";
+  for (int64_t t = prefix; t < T; ++t) {
+    Tensor step = m.hidden(ids.slice(1, t, t + 1).contiguous(), state.get()).data();
+    r = all_close(logits_at(step, 0, 1), logits_at(full, t, t + 1), atol, 1e-4);
+    if (!r) return r << " (decode step at position " << t << ")";
+  }
+  if (state->position != T) return ::testing::AssertionFailure() << "state position " << state->position;
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace sw::testing
