@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "kernels/attention/decode_attention.h"
 #include "core/timer.h"
 #include "nn/attention/kv_cache.h"
 #include "nn/profile.h"
@@ -23,8 +22,9 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
   rotary_dim_ = cfg.rotary_dim ? cfg.rotary_dim : head_dim_;
   SW_CHECK(rotary_dim_ % 2 == 0 && rotary_dim_ <= head_dim_, "attention", "rotary_dim ", rotary_dim_,
            " must be even and at most head_dim ", head_dim_);
-  SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16", "attention", "kv_dtype must be f32 or bf16, got '",
-           cfg.kv_dtype, "'");
+  SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16" || cfg.kv_dtype == "int8" || cfg.kv_dtype == "int4" ||
+               cfg.kv_dtype == "int2",
+           "attention", "kv_dtype must be f32, bf16, int8, int4 or int2 (KIVI), got '", cfg.kv_dtype, "'");
   double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * n_layers);  // GPT-2 residual scaling
   wq_ = add_module("wq", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
   wk_ = add_module("wk", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
@@ -48,32 +48,19 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
   p.window = cfg_.window;
   p.n_sink = cfg_.n_sink;
   Variable o;
-  auto* cache = static_cast<KvCache*>(ctx.state);
+  auto* cache = static_cast<AttentionCache*>(ctx.state);
   if (!cache || cache->length() == 0) {
+    // Training, or the first prefill: exact attention over the new tokens, then fill the cache.
     if (cache) cache->append(k.data(), v.data());
     o = ops::attention(q, k, v, p, sinks_);
   } else {
-    // Tokens after the first prefill attend over the cache (which now includes them).
-    int64_t before = cache->length();
+    // Later tokens attend over the cache, which then includes them.
+    p.q_offset = cache->length();
     cache->append(k.data(), v.data());
-    ka::DecodeDims d;
-    d.B = static_cast<int>(B), d.Tn = static_cast<int>(T), d.Hq = static_cast<int>(H), d.Hkv = static_cast<int>(n_kv_);
-    d.Dk = d.Dv = static_cast<int>(head_dim_), d.capacity = static_cast<int>(cache->capacity());
-    d.length = static_cast<int>(cache->length());
-    p.q_offset = before;
     if (sinks_) p.sink_logits = sinks_->data().data<float>();
     Tensor out = Tensor::empty({B, T, H, head_dim_});
-    Tensor tq = q.data().contiguous();
-    // Split the cache into segments (one per core) once it is long enough to be worth merging.
-    int segments = cache->length() >= 1024 ? 2 : 1;
     double t0 = now_seconds();
-    if (cache->dtype() == DType::f32)
-      ka::decode_attention(tq.data<float>(), cache->keys().data<float>(), cache->values().data<float>(), d, p, segments,
-                           out.data<float>(), nullptr);
-    else
-      ka::decode_attention(tq.data<float>(), reinterpret_cast<const uint16_t*>(cache->keys().data<bf16>()),
-                           reinterpret_cast<const uint16_t*>(cache->values().data<bf16>()), d, p, segments,
-                           out.data<float>(), nullptr);
+    cache->attend(q.data().contiguous(), p, out);
     profile_add(ProfileSlot::attention_decode, now_seconds() - t0);
     o = Variable(out);
   }
@@ -81,11 +68,17 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
 }
 
 std::unique_ptr<LayerState> SoftmaxAttention::new_state(int64_t batch) const {
+  if (cfg_.kv_dtype.rfind("int", 0) == 0)
+    return std::make_unique<KiviKvCache>(batch, n_kv_, head_dim_, head_dim_, std::stoi(cfg_.kv_dtype.substr(3)));
   return std::make_unique<KvCache>(batch, n_kv_, head_dim_, head_dim_, cfg_.kv_dtype == "bf16" ? DType::bf16 : DType::f32);
 }
 
 // The cache keeps every token (no eviction policy yet, even with a window): it grows with the context.
 int64_t SoftmaxAttention::state_bytes(int64_t context) const {
+  if (cfg_.kv_dtype.rfind("int", 0) == 0) {  // codes, plus per-group key and per-token value scales
+    int64_t bits = std::stoi(cfg_.kv_dtype.substr(3));
+    return context * n_kv_ * (2 * head_dim_ * bits / 8 + 2 * 4 + 2 * 4 * head_dim_ / 32);
+  }
   return 2 * context * n_kv_ * head_dim_ * (cfg_.kv_dtype == "bf16" ? 2 : 4);
 }
 

@@ -20,7 +20,7 @@ struct AttentionConfig {
   int64_t window = 0;      // sliding window; 0 = full attention
   int64_t n_sink = 0;      // StreamingLLM sink tokens kept visible beside the window
   bool learned_sinks = false;
-  std::string kv_dtype = "f32";  // KV cache storage: f32 | bf16
+  std::string kv_dtype = "f32";  // KV cache storage: f32 | bf16 | int8 | int4 | int2 (KIVI)
 
   template <class V>
   void visit(V& v) {
@@ -32,7 +32,7 @@ struct AttentionConfig {
     v("window", window, "sliding-window length (0 = full attention)");
     v("n_sink", n_sink, "sink tokens always visible (StreamingLLM)");
     v("learned_sinks", learned_sinks, "per-head learned sink logits (gpt-oss)");
-    v("kv_dtype", kv_dtype, "KV cache dtype: f32 or bf16");
+    v("kv_dtype", kv_dtype, "KV cache storage: f32, bf16, or int8/int4/int2 (KIVI)");
   }
 };
 
