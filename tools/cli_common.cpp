@@ -1,30 +1,7 @@
 #include "tools/cli_common.h"
 
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-
-#include "io/corpus.h"
-#include "train/synthetic_text.h"
 
 namespace sw::tools {
-
-TextSource load_text(const std::string& data, int64_t synthetic_bytes) {
-  if (data == "synthetic") return {train::synthetic_text(synthetic_bytes, 1), "synthetic"};
-  if (data == "brown") {
-    const char* env = std::getenv("SW_DATA_DIR");
-    std::string path = std::string(env && *env ? env : "data") + "/brown.txt";
-    if (!std::filesystem::exists(path)) {
-      std::fprintf(stderr,
-                   "note: %s not found (run scripts/fetch_brown.sh to fetch the Brown corpus); using synthetic "
-                   "text instead\n",
-                   path.c_str());
-      return {train::synthetic_text(synthetic_bytes, 1), "synthetic"};
-    }
-    return {io::load_text_corpus(path), "brown"};
-  }
-  return {io::load_text_corpus(data), data};
-}
 
 std::unique_ptr<io::Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<io::ByteTokenizer>();

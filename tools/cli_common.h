@@ -7,17 +7,10 @@
 
 #include "io/tokenizer.h"
 #include "train/data.h"
+#include "train/text_source.h"
 
 namespace sw::tools {
 
-struct TextSource {
-  std::string text;
-  std::string name;  // "brown", "synthetic" or the path
-};
-
-// data: "brown" (data/brown.txt under $SW_DATA_DIR or ./data, falling back to synthetic text with a
-// message when it is missing), "synthetic", or a file/folder path.
-TextSource load_text(const std::string& data, int64_t synthetic_bytes = 4 << 20);
 
 // tokenizer: "byte", or a path to a tokenizer file written by `speedwins tokenizer train`.
 std::unique_ptr<io::Tokenizer> make_tokenizer(const std::string& spec);

@@ -75,7 +75,7 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& a) {
   Loaded l = load_run(a.checkpoint);
-  TextSource text = load_text(a.data);
+  train::TextSource text = train::load_text_source(a.data);
   EncodedText enc = encode_text(*l.tok, text.text);
   train::TokenDataset data(std::move(enc.tokens), 0.05, l.tok->vocab_size());
   train::EvalResult e = train::evaluate(*l.model, data, a.batch, a.seq_len, a.max_batches, enc.bytes_per_token);

@@ -6,6 +6,7 @@
 #include "io/sentencepiece_tokenizer.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"
+#include "train/text_source.h"
 
 namespace sw::tools {
 
@@ -20,7 +21,8 @@ void add_tokenizer_command(CLI::App& app) {
   tr->add_option("--vocab-size", vocab, "Vocabulary size")->capture_default_str();
   tr->add_option("--type", type, "bpe | unigram")->capture_default_str();
   set_runner(tr, [] {
-    std::string corpus = input == "brown" ? std::string(std::getenv("SW_DATA_DIR") ? std::getenv("SW_DATA_DIR") : "data") + "/brown.txt" : input;
+    std::string corpus = input == "brown" ? train::brown_corpus_path() : input;
+    SW_CHECK(!corpus.empty(), "tokenizer", "the Brown corpus is missing: run scripts/fetch_brown.sh or pass --input");
     auto t = io::train_sentencepiece(corpus, out + ".sp", vocab, type);
     t->save(out);
     std::printf("trained %s tokenizer with %d ids on %s: %s (SentencePiece model: %s.sp.model)\n", type.c_str(),

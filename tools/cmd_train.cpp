@@ -69,7 +69,7 @@ int run_train(const TrainArgs& a) {
            " ids but the model's vocab_size is ", mcfg.vocab_size);
   std::string tok_file = "tokenizer.swtok";
   tok->save(a.out + "/" + tok_file);
-  TextSource text = load_text(a.data);
+  train::TextSource text = train::load_text_source(a.data);
   EncodedText enc = encode_text(*tok, text.text);
   train::TokenDataset data(std::move(enc.tokens), 0.05, tok->vocab_size());
   models::LanguageModel model(mcfg, a.preset);

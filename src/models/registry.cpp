@@ -9,26 +9,6 @@
 namespace sw::models {
 namespace {
 
-// Parses a mixer's own config struct from its JSON object, which also carries "type".
-template <class Config>
-Config parse_mixer_fields(const json& j, const std::string& where) {
-  Config c;
-  FieldReader r(j, where);
-  r.allow("type");
-  c.visit(r);
-  r.finish();
-  return c;
-}
-
-template <class Config, class Layer>
-MixerEntry mixer(const char* type, const char* family) {
-  return {type, family, [](const json& j, const std::string& where) { parse_mixer_fields<Config>(j, where); },
-          [](const json& j, const ModelConfig& m, std::mt19937_64& rng, const std::string& where) {
-            return std::unique_ptr<nn::Mixer>(
-                std::make_unique<Layer>(m.d_model, parse_mixer_fields<Config>(j, where), m.n_layers, rng));
-          }};
-}
-
 struct SwiGluConfig {
   template <class V>
   void visit(V&) {}
@@ -36,11 +16,20 @@ struct SwiGluConfig {
 
 }  // namespace
 
-const std::vector<MixerEntry>& mixer_registry() {
-  static const std::vector<MixerEntry> r = {
-      mixer<nn::AttentionConfig, nn::SoftmaxAttention>("attention", "attention"),
-      mixer<nn::MlaConfig, nn::MultiHeadLatentAttention>("mla", "attention"),
+std::vector<MixerEntry> attention_mixers() {
+  return {
+      make_mixer_entry<nn::AttentionConfig, nn::SoftmaxAttention>("attention", "attention"),
+      make_mixer_entry<nn::MlaConfig, nn::MultiHeadLatentAttention>("mla", "attention"),
   };
+}
+
+const std::vector<MixerEntry>& mixer_registry() {
+  static const std::vector<MixerEntry> r = [] {
+    std::vector<MixerEntry> all;
+    for (auto family : {attention_mixers, linear_attention_mixers, delta_rule_mixers, scan_mixers})
+      for (MixerEntry& e : family()) all.push_back(std::move(e));
+    return all;
+  }();
   return r;
 }
 

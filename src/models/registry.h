@@ -32,9 +32,27 @@ struct FfnEntry {
       make;
 };
 
+// Parses a mixer's own config struct from its JSON object (which also carries "type").
+template <class Config>
+Config parse_mixer_fields(const nlohmann::json& j, const std::string& where);
+
+// The registry entry of a mixer class whose constructor is
+// Layer(int64_t d_model, const Config&, int64_t n_layers, std::mt19937_64&).
+template <class Config, class Layer>
+MixerEntry make_mixer_entry(const char* type, const char* family);
+
+// Each family registers its mixers in its own file (models/registry_<family>.cpp), so adding an
+// architecture touches one line of one family's table.
+std::vector<MixerEntry> attention_mixers();
+std::vector<MixerEntry> linear_attention_mixers();  // linear attention, RetNet, GLA, HGRN2, Mamba2, RWKV-6
+std::vector<MixerEntry> delta_rule_mixers();        // DeltaNet, Gated DeltaNet, RWKV-7
+std::vector<MixerEntry> scan_mixers();              // Mamba, HGRN, TTT
+
 const std::vector<MixerEntry>& mixer_registry();
 const std::vector<FfnEntry>& ffn_registry();
 const MixerEntry& find_mixer(const std::string& type, const std::string& where);
 const FfnEntry& find_ffn(const std::string& type, const std::string& where);
 
 }  // namespace sw::models
+
+#include "models/registry_impl.h"  // the two templates above

@@ -5,6 +5,10 @@
 // token loop and Blelloch parallel scan), are checked against the references for outputs, final
 // states and every gradient over T in {1, 17, 64, 200, 1000}; plus decode step == forward, state
 // carried over three segments == one pass, and a T = 16384 strong-decay run that must stay finite.
+// TTT-Linear has no f64 backward: its fp32 dual form is checked against the f64 primal form, and
+// its gradients against central differences of that f64 forward (every element on tiny shapes,
+// directional derivatives on longer ones); the inner LayerNorm+L2 gradient itself is checked
+// against finite differences of the inner loss.
 //
 // Tolerances. fp32 kernel vs f64 reference: each step rounds at ~6e-8 relative (our exp is within
 // ~1e-7), and the recurrences are contractions (|exp(dt A)| <= 1), so errors accumulate like a
@@ -25,7 +29,7 @@
 #include "kernels/ref/scan_ref.h"
 #include "kernels/scan/elementwise_scan.h"
 #include "kernels/scan/selective_scan.h"
-// TTT_INCLUDE
+#include "kernels/scan/ttt_linear.h"
 #include "testing.h"
 
 namespace sw::kernels::scan {
@@ -225,6 +229,8 @@ TEST(SelectiveScan, ForwardMatchesReference) {
       // D = 20: one full block of 16 channels and one partial block.
       check_ss_forward(SsProblem(2, T, 20, 16, SsOptions{}, 300 + T), form);
       check_ss_forward(SsProblem(1, T, 7, 5, SsOptions{false, false, false, false, false}, 400 + T), form);
+      // 2 x 17 channel blocks: enough work items that the forward groups several blocks per item.
+      check_ss_forward(SsProblem(2, T, 260, 4, SsOptions{}, 450 + T), form);
     }
 }
 
@@ -235,6 +241,37 @@ TEST(SelectiveScan, BackwardMatchesReference) {
       check_ss_backward(SsProblem(2, T, 20, 16, SsOptions{}, 500 + T), form);
       check_ss_backward(SsProblem(1, T, 7, 5, SsOptions{false, false, false, false, false}, 600 + T), form);
     }
+}
+
+TEST(SelectiveScan, LargeStatesMatchReference) {
+  // Larger N shortens the kernel's recompute chunks (64 tokens at N <= 16, down to 8 at N = 128).
+  for (int64_t N : {32, 128})
+    for (ScanForm form : {ScanForm::sequential, ScanForm::blelloch}) {
+      SCOPED_TRACE(::testing::Message() << "N=" << N << " form=" << static_cast<int>(form));
+      SsProblem p(1, 77, 17, N, SsOptions{}, 660 + N);
+      check_ss_forward(p, form);
+      check_ss_backward(p, form);
+    }
+}
+
+TEST(SelectiveScan, AbsentInputsGiveGradientsAtZero) {
+  // Without Dskip, delta_bias or h0, their gradients (when asked for) are those at a zero input.
+  SsProblem p(2, 37, 19, 8, SsOptions{true, true, false, false, false}, 650);
+  SsGrads g(p);
+  SelectiveScanGrads ptrs = g.ptrs(SsOptions{});  // every gradient, including dDskip, dbias, dh0
+  selective_scan_bwd(p.inputs(), p.dout.data(), p.dht.data(), ptrs);
+  SsProblem q = p;
+  q.opt = SsOptions{};
+  std::fill(q.Dskip.begin(), q.Dskip.end(), 0.f), std::fill(q.bias.begin(), q.bias.end(), 0.f);
+  std::fill(q.h0.begin(), q.h0.end(), 0.f);
+  q.refresh64();
+  SsGrads64 r(q);
+  r.run(q, q.dht64.data());
+  const double tol = f32_tol(p.T);
+  EXPECT_TRUE(all_close(g.dDskip, r.dDskip, tol * std::max(1.0, max_abs(r.dDskip)), tol));
+  EXPECT_TRUE(all_close(g.dbias, r.dbias, tol * std::max(1.0, max_abs(r.dbias)), tol));
+  EXPECT_TRUE(all_close(g.dh0, r.dh0, tol, tol));
+  EXPECT_TRUE(all_close(g.du, r.du, tol, tol));
 }
 
 TEST(SelectiveScan, SequentialEqualsBlelloch) {
@@ -484,6 +521,305 @@ TEST(Hgrn, LongSequenceStrongDecayStaysFinite) {
     ref::hgrn_ref_fwd(x.data(), g.data(), h0.data(), o64.data(), ht64.data(), 1, T, D);
     EXPECT_TRUE(all_close(o, o64, f32_tol(T), f32_tol(T)));
   }
+}
+
+
+// ------------------------------------------------------------------------------------------------
+// TTT-Linear
+
+struct TttProblem {
+  int64_t B, T, H, D, M;
+  std::vector<float> xq, xk, xv, eta, te, gamma, beta, W0, b0, dout, dW, db;
+  TttProblem(int64_t B_, int64_t T_, int64_t H_, int64_t D_, int64_t M_, uint64_t seed)
+      : B(B_), T(T_), H(H_), D(D_), M(M_) {
+    xq = random_floats(B * T * H * D, seed + 1);
+    xk = random_floats(B * T * H * D, seed + 2);
+    xv = random_floats(B * T * H * D, seed + 3);
+    // eta = base_lr * sigmoid(.) / D with base_lr 1 as in TTT-Linear; token_eta = 1/(i+1) + learned offset.
+    eta = random_floats(B * T * H, seed + 4, 0.f, 1.f / static_cast<float>(D));
+    te = random_floats(M, seed + 5, 0.f, 0.3f);
+    for (int64_t i = 0; i < M; ++i) te[i] += 1.f / static_cast<float>(i + 1);
+    gamma = random_floats(H * D, seed + 6, 0.5f, 1.5f);
+    beta = random_floats(H * D, seed + 7, -0.2f, 0.2f);
+    const float w = 1.f / std::sqrt(static_cast<float>(D));
+    W0 = random_floats(B * H * D * D, seed + 8, -w, w);
+    b0 = random_floats(B * H * D, seed + 9, -0.2f, 0.2f);
+    dout = random_floats(B * T * H * D, seed + 10);
+    dW = random_floats(B * H * D * D, seed + 11);
+    db = random_floats(B * H * D, seed + 12);
+  }
+  TttLinearInputs inputs(bool default_te = false) const {
+    TttLinearInputs in;
+    in.xq = xq.data(), in.xk = xk.data(), in.xv = xv.data(), in.eta = eta.data();
+    in.token_eta = default_te ? nullptr : te.data();
+    in.ln_gamma = gamma.data(), in.ln_beta = beta.data(), in.W0 = W0.data(), in.b0 = b0.data();
+    in.B = B, in.T = T, in.H = H, in.D = D, in.mini_batch = M;
+    return in;
+  }
+};
+
+// The f64 copies of a problem's tensors, in a fixed order, so finite differences can walk them.
+struct TttProblem64 {
+  std::vector<double> xq, xk, xv, eta, te, gamma, beta, W0, b0;
+  const TttProblem& p;
+  explicit TttProblem64(const TttProblem& p_)
+      : xq(to_f64(p_.xq)), xk(to_f64(p_.xk)), xv(to_f64(p_.xv)), eta(to_f64(p_.eta)), te(to_f64(p_.te)),
+        gamma(to_f64(p_.gamma)), beta(to_f64(p_.beta)), W0(to_f64(p_.W0)), b0(to_f64(p_.b0)), p(p_) {}
+  ref::TttLinearRefInputs inputs() const {
+    ref::TttLinearRefInputs in;
+    in.xq = xq.data(), in.xk = xk.data(), in.xv = xv.data(), in.eta = eta.data(), in.token_eta = te.data();
+    in.ln_gamma = gamma.data(), in.ln_beta = beta.data(), in.W0 = W0.data(), in.b0 = b0.data();
+    in.B = p.B, in.T = p.T, in.H = p.H, in.D = p.D, in.mini_batch = p.M;
+    return in;
+  }
+  // L = <out, dout> + <W_T, dW> + <b_T, db> in f64.
+  double loss() const {
+    std::vector<double> out(p.B * p.T * p.H * p.D), W(p.B * p.H * p.D * p.D), b(p.B * p.H * p.D);
+    ref::ttt_linear_ref_fwd(inputs(), out.data(), W.data(), b.data());
+    return dot(out, to_f64(p.dout)) + dot(W, to_f64(p.dW)) + dot(b, to_f64(p.db));
+  }
+};
+
+struct TttGradsF32 {
+  std::vector<float> dxq, dxk, dxv, deta, dte, dgamma, dbeta, dW0, db0;
+  explicit TttGradsF32(const TttProblem& p)
+      : dxq(p.xq.size(), NAN), dxk(p.xk.size(), NAN), dxv(p.xv.size(), NAN), deta(p.eta.size(), NAN),
+        dte(p.M, NAN), dgamma(p.gamma.size(), NAN), dbeta(p.beta.size(), NAN), dW0(p.W0.size(), NAN),
+        db0(p.b0.size(), NAN) {}
+  void run(const TttProblem& p, bool with_state_grads = true) {
+    TttLinearGrads g;
+    g.dxq = dxq.data(), g.dxk = dxk.data(), g.dxv = dxv.data(), g.deta = deta.data(), g.dtoken_eta = dte.data();
+    g.dln_gamma = dgamma.data(), g.dln_beta = dbeta.data(), g.dW0 = dW0.data(), g.db0 = db0.data();
+    ttt_linear_bwd(p.inputs(), p.dout.data(), with_state_grads ? p.dW.data() : nullptr,
+                   with_state_grads ? p.db.data() : nullptr, g);
+  }
+};
+
+TEST(TttLinearRef, InnerGradientMatchesFiniteDifferences) {
+  // One token: b_T = b0 - token_eta[0] * eta_0 * G_0, so G_0 = (b0 - b_T) / (te eta) must equal the
+  // finite-difference gradient of 0.5 || LN(z) - (v - k) ||^2 at z = k W0 + b0. Checks the fused
+  // LayerNorm + L2 backward formula that both the reference and the kernel rely on.
+  TttProblem p(1, 1, 1, 6, 16, 2000);
+  TttProblem64 q(p);
+  std::vector<double> out(6), W(36), b(6);
+  ref::ttt_linear_ref_fwd(q.inputs(), out.data(), W.data(), b.data());
+  std::vector<float> outf(6), Wf(36), bf(6);
+  ttt_linear_fwd(p.inputs(), outf.data(), Wf.data(), bf.data());
+  const int64_t D = 6;
+  std::vector<double> z(D), target(D), G(D), Gf(D);
+  for (int64_t c = 0; c < D; ++c) {
+    z[c] = q.b0[c];
+    for (int64_t a = 0; a < D; ++a) z[c] += q.xk[a] * q.W0[a * D + c];
+    target[c] = q.xv[c] - q.xk[c];
+    G[c] = (q.b0[c] - b[c]) / (q.te[0] * q.eta[0]);
+    Gf[c] = (p.b0[c] - bf[c]) / (p.te[0] * p.eta[0]);
+  }
+  auto inner_loss = [&]() {
+    double mu = 0, var = 0;
+    for (double v : z) mu += v / D;
+    for (double v : z) var += (v - mu) * (v - mu) / D;
+    double l = 0;
+    for (int64_t c = 0; c < D; ++c) {
+      const double y = q.gamma[c] * (z[c] - mu) / std::sqrt(var + 1e-6) + q.beta[c] - target[c];
+      l += 0.5 * y * y;
+    }
+    return l;
+  };
+  std::vector<double> fd(D);
+  for (int64_t c = 0; c < D; ++c) fd[c] = central_diff(z, c, inner_loss);
+  EXPECT_TRUE(all_close(G, fd, 1e-6, 1e-6));
+  // fp32 kernel: G recovered from a difference of O(1) numbers divided by te*eta ~ 0.1: ~1e-6/0.1.
+  EXPECT_TRUE(all_close(Gf, fd, 2e-5, 2e-5));
+}
+
+// fp32 dual form vs f64 primal form, outputs and final state.
+void check_ttt_forward(const TttProblem& p, bool default_te) {
+  std::vector<float> out(p.xq.size(), NAN), W(p.W0.size(), NAN), b(p.b0.size(), NAN);
+  ttt_linear_fwd(p.inputs(default_te), out.data(), W.data(), b.data());
+  TttProblem64 q(p);
+  if (default_te)
+    for (int64_t i = 0; i < p.M; ++i) q.te[i] = 1.0 / (i + 1);
+  std::vector<double> out64(out.size()), W64(W.size()), b64(b.size());
+  ref::ttt_linear_ref_fwd(q.inputs(), out64.data(), W64.data(), b64.data());
+  const double tol = f32_tol(p.T);
+  EXPECT_TRUE(all_close(out, out64, tol, tol)) << "out T=" << p.T;
+  EXPECT_TRUE(all_close(W, W64, tol, tol)) << "W T=" << p.T;
+  EXPECT_TRUE(all_close(b, b64, tol, tol)) << "b T=" << p.T;
+}
+
+TEST(TttLinear, DualFormMatchesPrimalReference) {
+  for (int64_t T : kLengths) {
+    check_ttt_forward(TttProblem(2, T, 2, 16, 16, 2100 + T), false);
+    check_ttt_forward(TttProblem(1, T, 1, 8, 16, 2200 + T), true);  // default token_eta = 1/(i+1)
+  }
+  check_ttt_forward(TttProblem(1, 45, 3, 12, 7, 2300), false);  // odd mini-batch and head dim
+}
+
+// Every gradient against central differences of the f64 primal forward, element by element.
+TEST(TttLinear, BackwardMatchesFiniteDifferences) {
+  for (auto [T, M] : {std::pair<int64_t, int64_t>{13, 5}, {16, 16}, {21, 8}}) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T << " M=" << M);
+    TttProblem p(2, T, 2, 4, M, 2400 + T);
+    TttGradsF32 g(p);
+    g.run(p);
+    TttProblem64 q(p);
+    auto loss = [&]() { return q.loss(); };
+    struct Case {
+      const char* name;
+      std::vector<double>* x;
+      const std::vector<float>* grad;
+    } cases[] = {{"xq", &q.xq, &g.dxq},          {"xk", &q.xk, &g.dxk},       {"xv", &q.xv, &g.dxv},
+                 {"eta", &q.eta, &g.deta},       {"token_eta", &q.te, &g.dte}, {"gamma", &q.gamma, &g.dgamma},
+                 {"beta", &q.beta, &g.dbeta},    {"W0", &q.W0, &g.dW0},       {"b0", &q.b0, &g.db0}};
+    for (auto& c : cases) {
+      std::vector<double> fd(c.x->size());
+      for (size_t i = 0; i < fd.size(); ++i) fd[i] = central_diff(*c.x, i, loss);
+      // fp32 kernel vs f64: each gradient is a sum of O(T) second-order terms of size O(1) computed
+      // with ~1e-7 relative rounding, so 1e-5 (relative to the gradient's scale) leaves a 10-100x margin.
+      const double scale = std::max(1.0, max_abs(fd));
+      EXPECT_TRUE(all_close(*c.grad, fd, 1e-5 * scale, 1e-5)) << c.name;
+    }
+  }
+}
+
+// Longer sequences: directional derivatives <grad, r> against central differences of the f64
+// forward along r, one per input tensor (full finite differences would cost one forward per element).
+// D = 20 runs both the 16-wide vector path of the kernel's matrix products and the scalar tail.
+TEST(TttLinear, BackwardDirectionalDerivatives) {
+  for (int64_t T : kLengths) {
+    SCOPED_TRACE(::testing::Message() << "T=" << T);
+    TttProblem p(1, T, 2, 20, 16, 2500 + T);
+    TttGradsF32 g(p);
+    g.run(p);
+    TttProblem64 q(p);
+    struct Case {
+      const char* name;
+      std::vector<double>* x;
+      const std::vector<float>* grad;
+    } cases[] = {{"xq", &q.xq, &g.dxq},          {"xk", &q.xk, &g.dxk},       {"xv", &q.xv, &g.dxv},
+                 {"eta", &q.eta, &g.deta},       {"token_eta", &q.te, &g.dte}, {"gamma", &q.gamma, &g.dgamma},
+                 {"beta", &q.beta, &g.dbeta},    {"W0", &q.W0, &g.dW0},       {"b0", &q.b0, &g.db0}};
+    uint64_t seed = 2600;
+    for (auto& c : cases) {
+      const std::vector<double> r = to_f64(random_floats(c.x->size(), ++seed));
+      const std::vector<double> x0 = *c.x;
+      const double h = 1e-6;
+      for (size_t i = 0; i < r.size(); ++i) (*c.x)[i] = x0[i] + h * r[i];
+      const double lp = q.loss();
+      for (size_t i = 0; i < r.size(); ++i) (*c.x)[i] = x0[i] - h * r[i];
+      const double lm = q.loss();
+      *c.x = x0;
+      const double fd = (lp - lm) / (2 * h);
+      double got = 0.0, mag = 0.0;
+      for (size_t i = 0; i < r.size(); ++i) {
+        got += (*c.grad)[i] * r[i];
+        mag += std::fabs((*c.grad)[i] * r[i]);
+      }
+      // The fp32 sum of n terms has error ~ sqrt(n) 1e-7 relative to sum |terms|; each term carries
+      // the per-element bound of f32_tol(T).
+      EXPECT_NEAR(got, fd, f32_tol(T) * mag + 1e-7 * std::fabs(fd)) << c.name;
+    }
+  }
+}
+
+TEST(TttLinear, StepMatchesForward) {
+  const int64_t B = 2, H = 2, D = 8, M = 16;
+  for (int64_t T : {int64_t{32}, int64_t{37}}) {
+    TttProblem p(B, T, H, D, M, 2700 + T);
+    std::vector<float> out(p.xq.size()), Wf(p.W0.size()), bf(p.b0.size());
+    ttt_linear_fwd(p.inputs(), out.data(), Wf.data(), bf.data());
+    std::vector<float> W = p.W0, b = p.b0, Wg(W.size(), 0.f), bg(b.size(), 0.f);
+    std::vector<float> q(B * H * D), k(q.size()), v(q.size()), e(B * H), o(q.size()), out_step(out.size());
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t bb = 0; bb < B; ++bb)
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t src = ((bb * T + t) * H + h) * D, dst = (bb * H + h) * D;
+          std::copy(p.xq.begin() + src, p.xq.begin() + src + D, q.begin() + dst);
+          std::copy(p.xk.begin() + src, p.xk.begin() + src + D, k.begin() + dst);
+          std::copy(p.xv.begin() + src, p.xv.begin() + src + D, v.begin() + dst);
+          e[bb * H + h] = p.eta[(bb * T + t) * H + h];
+        }
+      const int64_t pos = t % M;
+      ttt_linear_step(q.data(), k.data(), v.data(), e.data(), p.te[pos], p.gamma.data(), p.beta.data(), W.data(),
+                      b.data(), Wg.data(), bg.data(), pos == M - 1, o.data(), B, H, D);
+      for (int64_t bb = 0; bb < B; ++bb)
+        for (int64_t h = 0; h < H; ++h)
+          std::copy(o.begin() + (bb * H + h) * D, o.begin() + (bb * H + h + 1) * D,
+                    out_step.begin() + ((bb * T + t) * H + h) * D);
+    }
+    // Primal (step) and dual (forward) forms in fp32: same bound as against the f64 reference.
+    const double tol = f32_tol(T);
+    EXPECT_TRUE(all_close(out_step, out, tol, tol));
+    // The forward's final state is the last token's weights W - te W_grad (a no-op at a boundary).
+    const float te_last = p.te[(T - 1) % M];
+    for (size_t i = 0; i < W.size(); ++i) W[i] -= te_last * Wg[i];
+    for (size_t i = 0; i < b.size(); ++i) b[i] -= te_last * bg[i];
+    EXPECT_TRUE(all_close(W, Wf, tol, tol));
+    EXPECT_TRUE(all_close(b, bf, tol, tol));
+  }
+}
+
+TEST(TttLinear, ThreeSegmentsAtMiniBatchBoundariesEqualOnePass) {
+  const int64_t B = 1, H = 2, D = 8, M = 8, T = 72;
+  const int64_t cuts[] = {0, 24, 32, 72};
+  TttProblem p(B, T, H, D, M, 2800);
+  std::vector<float> out(p.xq.size()), W(p.W0.size()), b(p.b0.size());
+  ttt_linear_fwd(p.inputs(), out.data(), W.data(), b.data());
+  TttGradsF32 g_full(p);
+  g_full.run(p);
+  auto slice = [&](const std::vector<float>& x, int64_t X, int64_t t0, int64_t t1) {
+    return std::vector<float>(x.begin() + t0 * X, x.begin() + t1 * X);  // B = 1
+  };
+  std::vector<TttProblem> segs;
+  std::vector<float> out_seg(out.size());
+  std::vector<float> Wc = p.W0, bc = p.b0;
+  for (int s = 0; s < 3; ++s) {
+    TttProblem seg = p;
+    const int64_t t0 = cuts[s], t1 = cuts[s + 1];
+    seg.T = t1 - t0;
+    seg.xq = slice(p.xq, H * D, t0, t1), seg.xk = slice(p.xk, H * D, t0, t1), seg.xv = slice(p.xv, H * D, t0, t1);
+    seg.eta = slice(p.eta, H, t0, t1), seg.dout = slice(p.dout, H * D, t0, t1);
+    seg.W0 = Wc, seg.b0 = bc;
+    std::vector<float> o(seg.xq.size());
+    ttt_linear_fwd(seg.inputs(), o.data(), Wc.data(), bc.data());
+    std::copy(o.begin(), o.end(), out_seg.begin() + t0 * H * D);
+    segs.push_back(seg);
+  }
+  EXPECT_TRUE(all_close(out_seg, out, 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(Wc, W, 1e-6, 1e-6));
+  EXPECT_TRUE(all_close(bc, b, 1e-6, 1e-6));
+  // Backward in reverse, each segment's dW0/db0 feeding the previous one's final-state gradient.
+  std::vector<float> dW = p.dW, db = p.db, dxk(p.xk.size()), dgamma(H * D, 0.f);
+  for (int s = 2; s >= 0; --s) {
+    segs[s].dW = dW, segs[s].db = db;
+    TttGradsF32 g(segs[s]);
+    g.run(segs[s]);
+    std::copy(g.dxk.begin(), g.dxk.end(), dxk.begin() + cuts[s] * H * D);
+    for (int64_t i = 0; i < H * D; ++i) dgamma[i] += g.dgamma[i];
+    dW = g.dW0, db = g.db0;
+  }
+  EXPECT_TRUE(all_close(dxk, g_full.dxk, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dW, g_full.dW0, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(db, g_full.db0, 1e-5, 1e-5));
+  EXPECT_TRUE(all_close(dgamma, g_full.dgamma, 1e-4, 1e-5));  // sums of 72 tokens in different orders
+}
+
+TEST(TttLinear, LongSequenceStaysFinite) {
+  const int64_t T = 16384;
+  TttProblem p(1, T, 1, 16, 16, 2900);
+  for (auto& e : p.eta) e *= 4.f;  // aggressive inner learning rate: up to 4/D
+  std::vector<float> out(p.xq.size()), W(p.W0.size()), b(p.b0.size());
+  ttt_linear_fwd(p.inputs(), out.data(), W.data(), b.data());
+  for (auto* v : {&out, &W, &b}) EXPECT_TRUE(std::all_of(v->begin(), v->end(), [](float x) { return std::isfinite(x); }));
+  TttProblem64 q(p);
+  std::vector<double> out64(out.size()), W64(W.size()), b64(b.size());
+  ref::ttt_linear_ref_fwd(q.inputs(), out64.data(), W64.data(), b64.data());
+  const double tol = f32_tol(T);
+  EXPECT_TRUE(all_close(out, out64, tol, tol));
+  TttGradsF32 g(p);
+  g.run(p);
+  for (auto* v : {&g.dxq, &g.dxk, &g.dxv, &g.deta, &g.dW0, &g.dgamma})
+    EXPECT_TRUE(std::all_of(v->begin(), v->end(), [](float x) { return std::isfinite(x); }));
 }
 
 }  // namespace

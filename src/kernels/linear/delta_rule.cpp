@@ -3,33 +3,30 @@
 // Must match ref::delta_rule_{fwd,bwd} (kernels/ref/delta_rule_ref.h). Layout: q, k [B, T, H, K];
 // v, o [B, T, H, V]; beta, g [B, T, H]; state [B, H, K, V]. The equations of each form are in
 // delta_rule.h; the chunk backward derivation is written next to delta_rule_chunk_bwd below.
+//
+// The value columns of the state evolve independently (every operator acts on the key side), so the
+// recurrent kernels walk the state in column tiles of 64 / 16 floats held in registers.
 #include "kernels/linear/delta_rule.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/scratch.h"
 
+// Vec16 helpers are all inline (see delta_rule.h): the -Wpsabi note of x86-64-v3 builds is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace sw::kernels {
 
 // ---------------------------------------------------------------------------------------------------
-// Small matrix products. The register tile (4 rows x 64 columns, 16 accumulators) is written with GCC
-// vector extensions because the auto-vectoriser does not keep a 2-D accumulator in registers
-// (measured 4x over the plain loop at 64x64x64); the compiler lowers it for any x86 level.
 namespace delta_detail {
 namespace {
-
-typedef float Vec16 __attribute__((vector_size(64)));
-
-inline Vec16 load16(const float* p) {
-  Vec16 v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store16(float* p, Vec16 v) { std::memcpy(p, &v, sizeof(v)); }
 
 // A(i, p) is A[i * lda + p], or A[p * lda + i] when kTransA.
 template <bool kTransA>
@@ -37,17 +34,18 @@ inline float elem(const float* A, int lda, int i, int p) {
   return kTransA ? A[size_t(p) * lda + i] : A[size_t(i) * lda + p];
 }
 
-// Columns [j0, j0 + 16 * kVecs) for rows [i0, i0 + kRows).
-template <bool kTransA, int kRows, int kVecs>
-inline void tile(int i0, int j0, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C,
-                 int ldc) {
-  Vec16 acc[kRows][kVecs];
+// Register tile of a product: rows [i0, i0 + kRows), columns [j0, j0 + kLanes<T> * kVecs).
+template <bool kTransA, class T, int kRows, int kVecs>
+inline void mm_tile(int i0, int j0, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C,
+                    int ldc, bool accumulate) {
+  constexpr int W = kLanes<T>;
+  T acc[kRows][kVecs];
   for (int r = 0; r < kRows; ++r)
-    for (int x = 0; x < kVecs; ++x) acc[r][x] = Vec16{} + 0.f;
+    for (int x = 0; x < kVecs; ++x) acc[r][x] = T{};
   for (int p = 0; p < Kd; ++p) {
     const float* Bp = B + size_t(p) * ldb + j0;
-    Vec16 bv[kVecs];
-    for (int x = 0; x < kVecs; ++x) bv[x] = load16(Bp + 16 * x);
+    T bv[kVecs];
+    for (int x = 0; x < kVecs; ++x) bv[x] = ld<T>(Bp + W * x);
     for (int r = 0; r < kRows; ++r) {
       const float a = elem<kTransA>(A, lda, i0 + r, p);
       for (int x = 0; x < kVecs; ++x) acc[r][x] += a * bv[x];
@@ -55,67 +53,141 @@ inline void tile(int i0, int j0, int Kd, float alpha, const float* A, int lda, c
   }
   for (int r = 0; r < kRows; ++r)
     for (int x = 0; x < kVecs; ++x) {
-      float* c = C + size_t(i0 + r) * ldc + j0 + 16 * x;
-      store16(c, load16(c) + alpha * acc[r][x]);
+      float* c = C + size_t(i0 + r) * ldc + j0 + W * x;
+      st<T>(c, accumulate ? ld<T>(c) + alpha * acc[r][x] : alpha * acc[r][x]);
     }
 }
 
-template <bool kTransA, int kVecs>
-inline void column_block(int M, int j0, int Kd, float alpha, const float* A, int lda, const float* B, int ldb,
-                         float* C, int ldc) {
+template <bool kTransA, class T, int kVecs>
+inline void mm_columns(int M, int j0, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C,
+                       int ldc, bool accumulate) {
   int i0 = 0;
-  for (; i0 + 4 <= M; i0 += 4) tile<kTransA, 4, kVecs>(i0, j0, Kd, alpha, A, lda, B, ldb, C, ldc);
-  for (; i0 < M; ++i0) tile<kTransA, 1, kVecs>(i0, j0, Kd, alpha, A, lda, B, ldb, C, ldc);
+  for (; i0 + 4 <= M; i0 += 4) mm_tile<kTransA, T, 4, kVecs>(i0, j0, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
+  for (; i0 < M; ++i0) mm_tile<kTransA, T, 1, kVecs>(i0, j0, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
 }
 
 template <bool kTransA>
-void mm(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
+void mm(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+        bool accumulate) {
   int j0 = 0;
-  for (; j0 + 64 <= N; j0 += 64) column_block<kTransA, 4>(M, j0, Kd, alpha, A, lda, B, ldb, C, ldc);
-  for (; j0 + 16 <= N; j0 += 16) column_block<kTransA, 1>(M, j0, Kd, alpha, A, lda, B, ldb, C, ldc);
-  if (j0 == N) return;
-  for (int i = 0; i < M; ++i) {
-    float* __restrict Ci = C + size_t(i) * ldc;
-    for (int p = 0; p < Kd; ++p) {
-      const float a = alpha * elem<kTransA>(A, lda, i, p);
-      const float* __restrict Bp = B + size_t(p) * ldb;
-      for (int j = j0; j < N; ++j) Ci[j] += a * Bp[j];
+  for (; j0 + 64 <= N; j0 += 64) mm_columns<kTransA, Vec16, 4>(M, j0, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
+  for (; j0 + 16 <= N; j0 += 16) mm_columns<kTransA, Vec16, 1>(M, j0, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
+  for (; j0 < N; ++j0) mm_columns<kTransA, float, 1>(M, j0, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
+}
+
+// Forward substitution on columns [j0, j0 + kLanes<T> * kVecs): X_i -= sum_{j<i} A_ij X_j.
+template <class T, int kVecs>
+inline void solve_lower_columns(int L, const float* A, int lda, float* X, int ldx, int j0) {
+  constexpr int W = kLanes<T>;
+  for (int i = 1; i < L; ++i) {
+    T acc[kVecs];
+    float* Xi = X + size_t(i) * ldx + j0;
+    for (int x = 0; x < kVecs; ++x) acc[x] = ld<T>(Xi + W * x);
+    for (int j = 0; j < i; ++j) {
+      const float a = A[size_t(i) * lda + j];
+      const float* Xj = X + size_t(j) * ldx + j0;
+      for (int x = 0; x < kVecs; ++x) acc[x] -= a * ld<T>(Xj + W * x);
     }
+    for (int x = 0; x < kVecs; ++x) st<T>(Xi + W * x, acc[x]);
+  }
+}
+
+// Back substitution with the transpose: X_i -= sum_{j>i} A_ji X_j, i descending.
+template <class T, int kVecs>
+inline void solve_lower_t_columns(int L, const float* A, int lda, float* X, int ldx, int j0) {
+  constexpr int W = kLanes<T>;
+  for (int i = L - 2; i >= 0; --i) {
+    T acc[kVecs];
+    float* Xi = X + size_t(i) * ldx + j0;
+    for (int x = 0; x < kVecs; ++x) acc[x] = ld<T>(Xi + W * x);
+    for (int j = i + 1; j < L; ++j) {
+      const float a = A[size_t(j) * lda + i];
+      const float* Xj = X + size_t(j) * ldx + j0;
+      for (int x = 0; x < kVecs; ++x) acc[x] -= a * ld<T>(Xj + W * x);
+    }
+    for (int x = 0; x < kVecs; ++x) st<T>(Xi + W * x, acc[x]);
   }
 }
 
 }  // namespace
 
-void mm_nn(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
-  mm<false>(M, N, Kd, alpha, A, lda, B, ldb, C, ldc);
+void mm_nn(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+           bool accumulate) {
+  mm<false>(M, N, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
 }
-void mm_tn(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
-  mm<true>(M, N, Kd, alpha, A, lda, B, ldb, C, ldc);
+void mm_tn(int M, int N, int Kd, float alpha, const float* A, int lda, const float* B, int ldb, float* C, int ldc,
+           bool accumulate) {
+  mm<true>(M, N, Kd, alpha, A, lda, B, ldb, C, ldc, accumulate);
 }
 void transpose(const float* src, int rows, int cols, float* dst) {
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) dst[size_t(j) * rows + i] = src[size_t(i) * cols + j];
+}
+void solve_unit_lower(int L, int N, const float* A, int lda, float* X, int ldx) {
+  int j0 = 0;
+  for (; j0 + 64 <= N; j0 += 64) solve_lower_columns<Vec16, 4>(L, A, lda, X, ldx, j0);
+  for (; j0 + 16 <= N; j0 += 16) solve_lower_columns<Vec16, 1>(L, A, lda, X, ldx, j0);
+  for (; j0 < N; ++j0) solve_lower_columns<float, 1>(L, A, lda, X, ldx, j0);
+}
+void solve_unit_lower_t(int L, int N, const float* A, int lda, float* X, int ldx) {
+  int j0 = 0;
+  for (; j0 + 64 <= N; j0 += 64) solve_lower_t_columns<Vec16, 4>(L, A, lda, X, ldx, j0);
+  for (; j0 + 16 <= N; j0 += 16) solve_lower_t_columns<Vec16, 1>(L, A, lda, X, ldx, j0);
+  for (; j0 < N; ++j0) solve_lower_t_columns<float, 1>(L, A, lda, X, ldx, j0);
+}
+
+// Cody-Waite range reduction x = n ln2 + f, |f| <= ln2 / 2, degree-6 polynomial (Cephes expf
+// coefficients), 2^n assembled in the exponent bits; a plain loop GCC vectorises (libm's expf is
+// scalar here). Decays never exceed 1, so overflow needs no more than a clamp.
+void exp_vec(const float* __restrict x, float* __restrict y, int n) {
+#pragma omp simd
+  for (int i = 0; i < n; ++i) {
+    const float xi = std::min(x[i], 88.f);
+    const float xc = std::max(xi, -87.33f);
+    const float nf = std::floor(xc * 1.44269504088896341f + 0.5f);
+    float f = xc - nf * 0.693359375f;
+    f = f - nf * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * f + 1.3981999507e-3f;
+    p = p * f + 8.3334519073e-3f;
+    p = p * f + 4.1665795894e-2f;
+    p = p * f + 1.6666665459e-1f;
+    p = p * f + 5.0000001201e-1f;
+    p = p * f * f + f + 1.f;
+    const int32_t e = (int32_t(nf) + 127) << 23;
+    const float r = p * std::bit_cast<float>(e);
+    y[i] = xi < -87.33f ? 0.f : r;
+  }
 }
 
 }  // namespace delta_detail
 
 namespace {
 
+using delta_detail::Arena;
+using delta_detail::exp_vec;
+using delta_detail::hsum;
+using delta_detail::kLanes;
+using delta_detail::ld;
 using delta_detail::mm_nn;
 using delta_detail::mm_tn;
+using delta_detail::padded;
+using delta_detail::solve_unit_lower;
+using delta_detail::solve_unit_lower_t;
+using delta_detail::st;
 using delta_detail::transpose;
+using delta_detail::Vec16;
 
-// Takes n floats from a scratch cursor, keeping 64-byte alignment for the next block.
-inline float* carve(float*& p, size_t n) {
-  float* r = p;
-  p += (n + 15) / 16 * 16;
-  return r;
-}
-
-// Tokens per checkpoint segment in the recurrent backward.
+// Tokens per checkpoint segment in the recurrent backward: T / 64 checkpoints plus 64 recomputed
+// states of one segment per thread.
 constexpr int kRecurrentSegment = 64;
 
-// Strided views of one (b, h) slice of a [B, T, H, D] tensor.
+inline Arena arena(int slot, size_t n) {
+  float* p = scratch_floats(slot, n);
+  return {p, p + n};
+}
+
+// Strided view of one (b, h) slice of a [B, T, H, D] tensor.
 struct HeadView {
   size_t base;    // offset of token 0
   size_t stride;  // distance between tokens
@@ -124,60 +196,11 @@ inline HeadView head_view(int b, int h, int T, int H, int D) {
   return {(size_t(b) * T * H + h) * D, size_t(H) * D};
 }
 
-// S^T x for x [K] and S [K, V] -> out [V], accumulated over rows so the inner loop is contiguous.
-inline void state_t_times(const float* __restrict S, const float* __restrict x, float* __restrict out, int K,
-                          int V) {
-  std::fill(out, out + V, 0.f);
-  for (int c = 0; c < K; ++c) {
-    const float xc = x[c];
-    const float* __restrict row = S + size_t(c) * V;
-#pragma omp simd
-    for (int j = 0; j < V; ++j) out[j] += xc * row[j];
-  }
-}
-
 inline float dot(const float* __restrict a, const float* __restrict b, int n) {
   float acc = 0.f;
 #pragma omp simd reduction(+ : acc)
   for (int i = 0; i < n; ++i) acc += a[i] * b[i];
   return acc;
-}
-
-// One recurrent step on S [K, V] in place. Writes o [V] when o != nullptr. sk, sq: [V] work.
-// o_t = scale S_t^T q = scale (decay S_{t-1}^T q + (k . q) u), so S is read once before the update.
-inline void recurrent_step(float* __restrict S, const float* __restrict q, const float* __restrict k,
-                           const float* __restrict v, float beta, float decay, float scale, float* __restrict o,
-                           float* __restrict sk, float* __restrict sq, float* __restrict u, int K, int V) {
-  std::fill(sk, sk + V, 0.f);
-  if (o) std::fill(sq, sq + V, 0.f);
-  for (int c = 0; c < K; ++c) {
-    const float kc = k[c];
-    const float* __restrict row = S + size_t(c) * V;
-    if (o) {
-      const float qc = q[c];
-#pragma omp simd
-      for (int j = 0; j < V; ++j) {
-        sk[j] += kc * row[j];
-        sq[j] += qc * row[j];
-      }
-    } else {
-#pragma omp simd
-      for (int j = 0; j < V; ++j) sk[j] += kc * row[j];
-    }
-  }
-#pragma omp simd
-  for (int j = 0; j < V; ++j) u[j] = beta * (v[j] - decay * sk[j]);
-  if (o) {
-    const float kq = dot(k, q, K);
-#pragma omp simd
-    for (int j = 0; j < V; ++j) o[j] = scale * (decay * sq[j] + kq * u[j]);
-  }
-  for (int c = 0; c < K; ++c) {
-    const float kc = k[c];
-    float* __restrict row = S + size_t(c) * V;
-#pragma omp simd
-    for (int j = 0; j < V; ++j) row[j] = decay * row[j] + kc * u[j];
-  }
 }
 
 inline void load_state(float* S, const float* h0, size_t off, size_t KV) {
@@ -188,129 +211,257 @@ inline void load_state(float* S, const float* h0, size_t off, size_t KV) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Chunk machinery. One chunk of L <= C tokens of one (b, h), gathered into contiguous rows.
+// Recurrent step on value columns [j0, j0 + kLanes<T> * NV) of S [K, V]:
+//   sk = S^T k;  u = beta (v - decay sk);  S <- decay S + k u^T
+//   o = scale S_t^T q = scale (decay S_{t-1}^T q + (k . q) u), so S is read once before the update.
+// Sin and Sout may be the same state (in place) or two states (the backward's segment recompute).
+template <class T, int NV, bool kOut>
+inline void step_columns(const float* Sin, float* Sout, int K, int V, int j0, const float* __restrict q,
+                         const float* __restrict k, const float* __restrict v, float beta, float decay, float scale,
+                         float kq, float* __restrict o) {
+  constexpr int W = kLanes<T>;
+  // Two accumulator sets (even / odd rows) halve the FMA latency chain of the row loop.
+  T sk[NV], sq[NV], sk1[NV], sq1[NV];
+  for (int x = 0; x < NV; ++x) sk[x] = sq[x] = sk1[x] = sq1[x] = T{};
+  int c = 0;
+  for (; c + 1 < K; c += 2) {
+    const float* row0 = Sin + size_t(c) * V + j0;
+    const float* row1 = row0 + V;
+    const float k0 = k[c], k1 = k[c + 1];
+    for (int x = 0; x < NV; ++x) {
+      const T r0 = ld<T>(row0 + W * x), r1 = ld<T>(row1 + W * x);
+      sk[x] += k0 * r0;
+      sk1[x] += k1 * r1;
+      if constexpr (kOut) {
+        sq[x] += q[c] * r0;
+        sq1[x] += q[c + 1] * r1;
+      }
+    }
+  }
+  if (c < K) {
+    const float* row = Sin + size_t(c) * V + j0;
+    for (int x = 0; x < NV; ++x) {
+      const T r = ld<T>(row + W * x);
+      sk[x] += k[c] * r;
+      if constexpr (kOut) sq[x] += q[c] * r;
+    }
+  }
+  for (int x = 0; x < NV; ++x) {
+    sk[x] += sk1[x];
+    sq[x] += sq1[x];
+  }
+  T u[NV];
+  for (int x = 0; x < NV; ++x) u[x] = beta * (ld<T>(v + j0 + W * x) - decay * sk[x]);
+  if constexpr (kOut)
+    for (int x = 0; x < NV; ++x) st<T>(o + j0 + W * x, scale * (decay * sq[x] + kq * u[x]));
+  for (c = 0; c < K; ++c) {
+    const float* in = Sin + size_t(c) * V + j0;
+    float* out = Sout + size_t(c) * V + j0;
+    const float kc = k[c];
+    for (int x = 0; x < NV; ++x) st<T>(out + W * x, decay * ld<T>(in + W * x) + kc * u[x]);
+  }
+}
+
+template <bool kOut>
+inline void recurrent_step(const float* Sin, float* Sout, const float* q, const float* k, const float* v, float beta,
+                           float decay, float scale, float* o, int K, int V) {
+  const float kq = kOut ? dot(k, q, K) : 0.f;
+  int j0 = 0;
+  for (; j0 + 64 <= V; j0 += 64)
+    step_columns<Vec16, 4, kOut>(Sin, Sout, K, V, j0, q, k, v, beta, decay, scale, kq, o);
+  for (; j0 + 16 <= V; j0 += 16)
+    step_columns<Vec16, 1, kOut>(Sin, Sout, K, V, j0, q, k, v, beta, decay, scale, kq, o);
+  for (; j0 < V; ++j0) step_columns<float, 1, kOut>(Sin, Sout, K, V, j0, q, k, v, beta, decay, scale, kq, o);
+}
+
+// BPTT of one token on value columns [j0, ...), with P = S_{t-1} and dS the gradient w.r.t. S_t
+// without this token's read-out. Column-local: sk = P^T k, e, u, du = dS_t^T k, dv, the dS update.
+// Row sums over the columns are accumulated across tiles: Pdo[c] += (P do)_c and
+// dkr[c] += (dS u - beta decay P du)_c; scalars acc[0] += u . do, acc[1] += du . e (dbeta),
+// acc[2] += sum(dS * P), acc[3] += du . sk (= k . P du).
+template <class T, int NV>
+inline void bptt_columns(const float* __restrict P, float* __restrict dS, int K, int V, int j0,
+                         const float* __restrict q, const float* __restrict k, const float* __restrict v,
+                         const float* __restrict dout, float beta, float decay, float scale, float qk,
+                         float* __restrict Pdo, float* __restrict dkr, float* __restrict dvt, float* acc) {
+  constexpr int W = kLanes<T>;
+  T sk[NV], dSk[NV], dov[NV], dsp[NV];  // dsp per vector: one long chain would bind on FMA latency
+  for (int x = 0; x < NV; ++x) {
+    sk[x] = dSk[x] = dsp[x] = T{};
+    dov[x] = ld<T>(dout + j0 + W * x);
+  }
+  for (int c = 0; c < K; ++c) {
+    const float* Pr = P + size_t(c) * V + j0;
+    const float* Dr = dS + size_t(c) * V + j0;
+    const float kc = k[c];
+    T pd{};
+    for (int x = 0; x < NV; ++x) {
+      const T p = ld<T>(Pr + W * x), d = ld<T>(Dr + W * x);
+      sk[x] += kc * p;
+      dSk[x] += kc * d;
+      pd += p * dov[x];
+      dsp[x] += d * p;
+    }
+    Pdo[c] += hsum(pd);
+  }
+  T u[NV], du[NV], udo{}, due{}, dusk{};
+  for (int x = 1; x < NV; ++x) dsp[0] += dsp[x];
+  for (int x = 0; x < NV; ++x) {
+    const T e = ld<T>(v + j0 + W * x) - decay * sk[x];
+    u[x] = beta * e;
+    du[x] = dSk[x] + (scale * qk) * dov[x];
+    udo += u[x] * dov[x];
+    due += du[x] * e;
+    dusk += du[x] * sk[x];
+    st<T>(dvt + j0 + W * x, beta * du[x]);
+  }
+  acc[0] += hsum(udo);
+  acc[1] += hsum(due);
+  acc[2] += hsum(dsp[0]);
+  acc[3] += hsum(dusk);
+  const float bd = beta * decay;
+  for (int c = 0; c < K; ++c) {
+    const float* Pr = P + size_t(c) * V + j0;
+    float* Dr = dS + size_t(c) * V + j0;
+    const float qc = scale * q[c], kc = beta * k[c];
+    T a{};
+    for (int x = 0; x < NV; ++x) {
+      const T d = ld<T>(Dr + W * x), p = ld<T>(Pr + W * x);
+      a += d * u[x] - bd * (p * du[x]);
+      st<T>(Dr + W * x, decay * (d + qc * dov[x] - kc * du[x]));
+    }
+    dkr[c] += hsum(a);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Chunk machinery. One chunk of L <= C tokens of one (b, h), gathered into contiguous rows. With b the
+// local inclusive cumsum of g and gam_ij = exp(b_i - b_j) (j <= i):
+//   A = strict_lower(beta_i (k_i . k_j) gam_ij)
+//   N = (I + A)^{-1} (beta v - beta exp(b) k S0)        (= U - W S0 of the WY/UT form, in one solve)
+//   O = scale (exp(b) q S0 + P N),  P_ij = (q_i . k_j) gam_ij (j <= i)
+//   S_L = exp(b_L) S0 + sum_i exp(b_L - b_i) k_i N_i^T
 struct Chunk {
   int L, K, V;
-  float* q;    // [L, K]
-  float* k;    // [L, K]
+  float* k;    // [L, K]; the buffer holds 2C rows so that q follows k for one k [k; q]^T product
+  float* q;    // [L, K] == k + L * K
   float* kt;   // [K, L] transpose of k
   float* v;    // [L, V]
   float* bet;  // [L]
-  double* b;   // [L] inclusive cumsum of g within the chunk (0 without gate); double so that
-               // b_i - b_j keeps the precision of the few g it sums even when |b| is in the hundreds
+  double* b;   // [L] inclusive cumsum of g in the chunk (0 without gate); double so that b_i - b_j
+               // keeps the precision of the few g it sums even when |b| is in the hundreds
   float* eb;   // [L] exp(b)
   float* edl;  // [L] exp(b_{L-1} - b_i), the decay from token i to the chunk end
   float* gam;  // [L, L] exp(b_i - b_j) for j <= i, 0 above the diagonal
-  float* kk;   // [L, L] k_i . k_j (lower part used)
-  float* A;    // [L, L] strictly lower: beta_i (k_i . k_j) gam_ij
-  float* P;    // [L, L] lower incl. diagonal: (q_i . k_j) gam_ij (unscaled)
-  float* U;    // [L, V] T (beta v)
-  float* W;    // [L, K] T (beta exp(b) k)
-  float* N;    // [L, V] U - W S0 (new values)
+  float* kk;   // [L, L] k_i . k_j, followed by P [L, L] when q is used
+  float* P;    // [L, L] (q_i . k_j) gam_ij, 0 above the diagonal (unscaled)
+  float* A;    // [L, L] strictly lower
+  float* bke;  // [L, K] beta exp(b) k
+  float* N;    // [L, V] new values
+  float* tmp;  // [C, C] work
 };
 
 size_t chunk_floats(int C, int K, int V) {
-  auto r = [](size_t n) { return (n + 15) / 16 * 16; };
-  return 3 * r(size_t(C) * K) + r(size_t(K) * C) + 3 * r(size_t(C) * V) + 5 * r(C) + 4 * r(size_t(C) * C) +
-         r(size_t(C) * K);
+  const size_t CK = size_t(C) * K, CV = size_t(C) * V, CC = size_t(C) * C;
+  return padded(2 * CK) + padded(CK) + 2 * padded(CV) + 3 * padded(C) + padded(CC) + padded(2 * size_t(C)) +
+         padded(CC) + padded(2 * CC) + padded(CC) + padded(CK);
 }
 
-Chunk make_chunk(float*& p, int C, int K, int V) {
+Chunk make_chunk(Arena& ar, int C, int K, int V) {
   Chunk ch{};
   ch.K = K;
   ch.V = V;
-  ch.q = carve(p, size_t(C) * K);
-  ch.k = carve(p, size_t(C) * K);
-  ch.kt = carve(p, size_t(K) * C);
-  ch.v = carve(p, size_t(C) * V);
-  ch.bet = carve(p, C);
-  ch.b = reinterpret_cast<double*>(carve(p, 2 * size_t(C)));
-  ch.eb = carve(p, C);
-  ch.edl = carve(p, C);
-  ch.gam = carve(p, size_t(C) * C);
-  ch.kk = carve(p, size_t(C) * C);
-  ch.A = carve(p, size_t(C) * C);
-  ch.P = carve(p, size_t(C) * C);
-  ch.U = carve(p, size_t(C) * V);
-  ch.W = carve(p, size_t(C) * K);
-  ch.N = carve(p, size_t(C) * V);
+  ch.k = ar.take(2 * size_t(C) * K);
+  ch.kt = ar.take(size_t(K) * C);
+  ch.v = ar.take(size_t(C) * V);
+  ch.N = ar.take(size_t(C) * V);
+  ch.bet = ar.take(C);
+  ch.eb = ar.take(C);
+  ch.edl = ar.take(C);
+  ch.tmp = ar.take(size_t(C) * C);
+  ch.b = reinterpret_cast<double*>(ar.take(2 * size_t(C)));
+  ch.gam = ar.take(size_t(C) * C);
+  ch.kk = ar.take(2 * size_t(C) * C);
+  ch.A = ar.take(size_t(C) * C);
+  ch.bke = ar.take(size_t(C) * K);
   return ch;
 }
 
-// Gathers tokens [t0, t0 + L) and builds gam, A, P (when with_q), U, W by forward substitution:
-// (I + A) U = beta v,  (I + A) W = beta exp(b) k.
+// Gathers tokens [t0, t0 + L) and builds gam, kk, A, bke and (when with_q) P.
 void chunk_prepare(Chunk& ch, int t0, int L, const float* q, const float* k, const float* v, const float* beta,
                    const float* g, HeadView vk, HeadView vv, size_t gbase, size_t gstride, bool with_q) {
   const int K = ch.K, V = ch.V;
   ch.L = L;
+  ch.q = ch.k + size_t(L) * K;
+  ch.P = ch.kk + size_t(L) * L;
   for (int i = 0; i < L; ++i) {
     const size_t t = size_t(t0 + i);
     std::memcpy(ch.k + size_t(i) * K, k + vk.base + t * vk.stride, K * sizeof(float));
     if (with_q) std::memcpy(ch.q + size_t(i) * K, q + vk.base + t * vk.stride, K * sizeof(float));
     std::memcpy(ch.v + size_t(i) * V, v + vv.base + t * vv.stride, V * sizeof(float));
     ch.bet[i] = beta[gbase + t * gstride];
-    const float gi = g ? g[gbase + t * gstride] : 0.f;
-    ch.b[i] = (i ? ch.b[i - 1] : 0.0) + gi;
+    ch.b[i] = (i ? ch.b[i - 1] : 0.0) + (g ? double(g[gbase + t * gstride]) : 0.0);
   }
-  for (int i = 0; i < L; ++i) {
-    ch.eb[i] = g ? std::exp(float(ch.b[i])) : 1.f;
-    ch.edl[i] = g ? std::exp(float(ch.b[L - 1] - ch.b[i])) : 1.f;
-    for (int j = 0; j <= i; ++j) ch.gam[i * L + j] = g ? std::exp(float(ch.b[i] - ch.b[j])) : 1.f;
-    for (int j = i + 1; j < L; ++j) ch.gam[i * L + j] = 0.f;
+  if (g) {
+    for (int i = 0; i < L; ++i) ch.tmp[i] = float(ch.b[i]);
+    exp_vec(ch.tmp, ch.eb, L);
+    for (int i = 0; i < L; ++i) ch.tmp[i] = float(ch.b[L - 1] - ch.b[i]);
+    exp_vec(ch.tmp, ch.edl, L);
+    // One vectorised exp over the whole square; exp(-inf) = 0 above the diagonal.
+    for (int i = 0; i < L; ++i)
+      for (int j = 0; j < L; ++j)
+        ch.tmp[size_t(i) * L + j] = j <= i ? float(ch.b[i] - ch.b[j]) : -std::numeric_limits<float>::infinity();
+    exp_vec(ch.tmp, ch.gam, L * L);
+  } else {
+    std::fill(ch.eb, ch.eb + L, 1.f);
+    std::fill(ch.edl, ch.edl + L, 1.f);
+    for (int i = 0; i < L; ++i) {
+      float* row = ch.gam + size_t(i) * L;
+      std::fill(row, row + i + 1, 1.f);
+      std::fill(row + i + 1, row + L, 0.f);
+    }
   }
   transpose(ch.k, L, K, ch.kt);
-  // kk = k k^T and P = q k^T (lower triangles are what is used; the rest is computed and ignored).
-  std::fill(ch.kk, ch.kk + size_t(L) * L, 0.f);
-  mm_nn(L, L, K, 1.f, ch.k, K, ch.kt, L, ch.kk, L);
-  if (with_q) {
-    std::fill(ch.P, ch.P + size_t(L) * L, 0.f);
-    mm_nn(L, L, K, 1.f, ch.q, K, ch.kt, L, ch.P, L);
-    for (int i = 0; i < L; ++i)
-      for (int j = 0; j < L; ++j) ch.P[i * L + j] *= ch.gam[i * L + j];
-  }
-  for (int i = 0; i < L; ++i)
-    for (int j = 0; j < L; ++j) ch.A[i * L + j] = j < i ? ch.bet[i] * ch.kk[i * L + j] * ch.gam[i * L + j] : 0.f;
+  // [kk; qk] = [k; q] k^T in one product; only the lower triangles are used.
+  mm_nn(with_q ? 2 * L : L, L, K, 1.f, ch.k, K, ch.kt, L, ch.kk, L, false);
+  if (with_q)
+    for (size_t i = 0; i < size_t(L) * L; ++i) ch.P[i] *= ch.gam[i];
   for (int i = 0; i < L; ++i) {
-    float* __restrict Ui = ch.U + size_t(i) * V;
-    float* __restrict Wi = ch.W + size_t(i) * K;
-    const float bu = ch.bet[i], bw = ch.bet[i] * ch.eb[i];
-    const float* __restrict vi = ch.v + size_t(i) * V;
+    float* __restrict Ai = ch.A + size_t(i) * L;
+    const float* __restrict kki = ch.kk + size_t(i) * L;
+    const float* __restrict gi = ch.gam + size_t(i) * L;
+    const float bi = ch.bet[i];
+    for (int j = 0; j < L; ++j) Ai[j] = j < i ? bi * kki[j] * gi[j] : 0.f;
+    const float f = bi * ch.eb[i];
     const float* __restrict ki = ch.k + size_t(i) * K;
-#pragma omp simd
-    for (int j = 0; j < V; ++j) Ui[j] = bu * vi[j];
-#pragma omp simd
-    for (int c = 0; c < K; ++c) Wi[c] = bw * ki[c];
-    for (int j = 0; j < i; ++j) {
-      const float a = ch.A[i * L + j];
-      const float* __restrict Uj = ch.U + size_t(j) * V;
-      const float* __restrict Wj = ch.W + size_t(j) * K;
-#pragma omp simd
-      for (int x = 0; x < V; ++x) Ui[x] -= a * Uj[x];
-#pragma omp simd
-      for (int c = 0; c < K; ++c) Wi[c] -= a * Wj[c];
-    }
+    float* __restrict di = ch.bke + size_t(i) * K;
+    for (int c = 0; c < K; ++c) di[c] = f * ki[c];
   }
 }
 
-// N = U - W S0.
+// N = (I + A)^{-1} (beta v - bke S0).
 void chunk_new_values(Chunk& ch, const float* S0) {
   const int L = ch.L, K = ch.K, V = ch.V;
-  std::memcpy(ch.N, ch.U, size_t(L) * V * sizeof(float));
-  mm_nn(L, V, K, -1.f, ch.W, K, S0, V, ch.N, V);
+  mm_nn(L, V, K, -1.f, ch.bke, K, S0, V, ch.N, V, false);
+  for (int i = 0; i < L; ++i) {
+    float* __restrict n = ch.N + size_t(i) * V;
+    const float* __restrict vi = ch.v + size_t(i) * V;
+    const float bi = ch.bet[i];
+    for (int j = 0; j < V; ++j) n[j] += bi * vi[j];
+  }
+  solve_unit_lower(L, V, ch.A, L, ch.N, V);
 }
 
 // S <- exp(b_L) S + (k exp(b_L - b))^T N. kd: [L, K] work.
 void chunk_state_update(const Chunk& ch, float* S, float* kd) {
   const int L = ch.L, K = ch.K, V = ch.V;
   const float el = ch.eb[L - 1];
-  const size_t KV = size_t(K) * V;
   if (el != 1.f)
-    for (size_t i = 0; i < KV; ++i) S[i] *= el;
+    for (size_t i = 0; i < size_t(K) * V; ++i) S[i] *= el;
   for (int i = 0; i < L; ++i) {
     const float f = ch.edl[i];
     const float* __restrict ki = ch.k + size_t(i) * K;
     float* __restrict di = kd + size_t(i) * K;
-#pragma omp simd
     for (int c = 0; c < K; ++c) di[c] = f * ki[c];
   }
   mm_tn(K, V, L, 1.f, kd, K, ch.N, V, S, V);
@@ -326,18 +477,14 @@ void delta_rule_recurrent_fwd(const float* q, const float* k, const float* v, co
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
-    float* p = scratch_floats(0, KV + 3 * size_t(V) + 64);
-    float* S = carve(p, KV);
-    float* sk = carve(p, V);
-    float* sq = carve(p, V);
-    float* u = carve(p, V);
+    float* S = scratch_floats(0, KV);
     load_state(S, h0, size_t(bh) * KV, KV);
     const HeadView vk = head_view(b, h, T, H, K), vv = head_view(b, h, T, H, V);
     for (int t = 0; t < T; ++t) {
       const size_t gi = size_t(b) * T * H + size_t(t) * H + h;
       const float decay = g ? std::exp(g[gi]) : 1.f;
-      recurrent_step(S, q + vk.base + t * vk.stride, k + vk.base + t * vk.stride, v + vv.base + t * vv.stride,
-                     beta[gi], decay, scale, o + vv.base + t * vv.stride, sk, sq, u, K, V);
+      recurrent_step<true>(S, S, q + vk.base + t * vk.stride, k + vk.base + t * vk.stride, v + vv.base + t * vv.stride,
+                           beta[gi], decay, scale, o + vv.base + t * vv.stride, K, V);
     }
     if (ht) std::memcpy(ht + size_t(bh) * KV, S, KV * sizeof(float));
   }
@@ -348,13 +495,10 @@ void delta_rule_step(const float* q, const float* k, const float* v, const float
   const size_t KV = size_t(K) * V;
 #pragma omp parallel for schedule(static) if (size_t(B) * H * KV >= (1u << 16))
   for (int bh = 0; bh < B * H; ++bh) {
-    float* p = scratch_floats(0, 3 * size_t(V) + 48);
-    float* sk = carve(p, V);
-    float* sq = carve(p, V);
-    float* u = carve(p, V);
     const float decay = g ? std::exp(g[bh]) : 1.f;
-    recurrent_step(state + size_t(bh) * KV, q + size_t(bh) * K, k + size_t(bh) * K, v + size_t(bh) * V, beta[bh],
-                   decay, scale, o + size_t(bh) * V, sk, sq, u, K, V);
+    float* S = state + size_t(bh) * KV;
+    recurrent_step<true>(S, S, q + size_t(bh) * K, k + size_t(bh) * K, v + size_t(bh) * V, beta[bh], decay, scale,
+                         o + size_t(bh) * V, K, V);
   }
 }
 
@@ -363,6 +507,7 @@ void delta_rule_step(const float* q, const float* k, const float* v, const float
 //   dq = scale S_t do = scale (decay P do + (u . do) k)
 //   du = dS_t^T k;  dk = dS_t u - beta S' du;  dv = beta du;  dbeta = du . e
 //   dS' = dS_t - beta k du^T;  dg = sum(dS' * S');  dS_{t-1} = decay dS'
+// with sum(dS' * S') = decay (sum(dS * P) + scale q . P do - beta du . P^T k).
 void delta_rule_recurrent_bwd(const float* q, const float* k, const float* v, const float* beta, const float* g,
                               const float* h0, const float* d_o, const float* dht, float* dq, float* dk, float* dv,
                               float* dbeta, float* dg, float* dh0, int B, int T, int H, int K, int V,
@@ -372,33 +517,27 @@ void delta_rule_recurrent_bwd(const float* q, const float* k, const float* v, co
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
-    float* p = scratch_floats(0, (size_t(nseg) + kRecurrentSegment + 1) * KV + 8 * size_t(V) + 4 * size_t(K) +
-                                     16 * 16);
-    float* ckpt = carve(p, size_t(nseg) * KV);
-    float* seg = carve(p, size_t(kRecurrentSegment) * KV);
-    float* dS = carve(p, KV);
-    float* sk = carve(p, V);
-    float* sq = carve(p, V);
-    float* u = carve(p, V);
-    float* e = carve(p, V);
-    float* du = carve(p, V);
-    float* dSk = carve(p, V);
-    float* Pdo = carve(p, K);
-    float* dSu = carve(p, K);
-    float* Pdu = carve(p, K);
+    Arena ar = arena(0, padded(size_t(nseg) * KV) + padded(size_t(kRecurrentSegment) * KV) + padded(KV) +
+                            2 * padded(K));
+    float* ckpt = ar.take(size_t(nseg) * KV);
+    float* seg = ar.take(size_t(kRecurrentSegment) * KV);
+    float* dS = ar.take(KV);
+    float* Pdo = ar.take(K);
+    float* dkr = ar.take(K);
     const HeadView vk = head_view(b, h, T, H, K), vv = head_view(b, h, T, H, V);
     auto gidx = [&](int t) { return size_t(b) * T * H + size_t(t) * H + h; };
+    auto advance = [&](const float* Sin, float* Sout, int t) {
+      const float decay = g ? std::exp(g[gidx(t)]) : 1.f;
+      recurrent_step<false>(Sin, Sout, nullptr, k + vk.base + t * vk.stride, v + vv.base + t * vv.stride,
+                            beta[gidx(t)], decay, scale, nullptr, K, V);
+    };
 
     // Checkpoints: ckpt[n] = state before token n * seg.
     load_state(ckpt, h0, size_t(bh) * KV, KV);
     for (int n = 0; n + 1 < nseg; ++n) {
       float* S = ckpt + size_t(n + 1) * KV;
       std::memcpy(S, ckpt + size_t(n) * KV, KV * sizeof(float));
-      for (int t = n * kRecurrentSegment; t < (n + 1) * kRecurrentSegment; ++t) {
-        const float decay = g ? std::exp(g[gidx(t)]) : 1.f;
-        recurrent_step(S, nullptr, k + vk.base + t * vk.stride, v + vv.base + t * vv.stride, beta[gidx(t)], decay,
-                       scale, nullptr, sk, sq, u, K, V);
-      }
+      for (int t = n * kRecurrentSegment; t < (n + 1) * kRecurrentSegment; ++t) advance(S, S, t);
     }
 
     if (dht)
@@ -409,78 +548,36 @@ void delta_rule_recurrent_bwd(const float* q, const float* k, const float* v, co
       const int t0 = n * kRecurrentSegment, t1 = std::min(T, t0 + kRecurrentSegment);
       // seg[i] = state before token t0 + i.
       std::memcpy(seg, ckpt + size_t(n) * KV, KV * sizeof(float));
-      for (int t = t0; t + 1 < t1; ++t) {
-        float* S = seg + size_t(t - t0 + 1) * KV;
-        std::memcpy(S, seg + size_t(t - t0) * KV, KV * sizeof(float));
-        const float decay = g ? std::exp(g[gidx(t)]) : 1.f;
-        recurrent_step(S, nullptr, k + vk.base + t * vk.stride, v + vv.base + t * vv.stride, beta[gidx(t)], decay,
-                       scale, nullptr, sk, sq, u, K, V);
-      }
+      for (int t = t0; t + 1 < t1; ++t) advance(seg + size_t(t - t0) * KV, seg + size_t(t - t0 + 1) * KV, t);
       for (int t = t1 - 1; t >= t0; --t) {
         const float* P = seg + size_t(t - t0) * KV;
         const float* qt = q + vk.base + t * vk.stride;
         const float* kt = k + vk.base + t * vk.stride;
         const float* vt = v + vv.base + t * vv.stride;
         const float* dot_ = d_o + vv.base + t * vv.stride;
+        float* dvt = dv + vv.base + t * vv.stride;
         const float bt = beta[gidx(t)];
         const float decay = g ? std::exp(g[gidx(t)]) : 1.f;
-        // Pass 1 over P and dS: P^T k, P do, dS^T k, dS u needs u first so it waits for pass 2.
-        std::fill(sk, sk + V, 0.f);
-        std::fill(dSk, dSk + V, 0.f);
-        double dsp = 0.0;  // sum(dS * P), accumulated in double across rows
-        for (int c = 0; c < K; ++c) {
-          const float* __restrict Pr = P + size_t(c) * V;
-          const float* __restrict dr = dS + size_t(c) * V;
-          const float kc = kt[c];
-          float pd = 0.f, sp = 0.f;
-#pragma omp simd reduction(+ : pd, sp)
-          for (int j = 0; j < V; ++j) {
-            sk[j] += kc * Pr[j];
-            dSk[j] += kc * dr[j];
-            pd += Pr[j] * dot_[j];
-            sp += dr[j] * Pr[j];
-          }
-          Pdo[c] = pd;
-          dsp += sp;
-        }
         const float qk = dot(qt, kt, K);
-        float udo = 0.f, dbt = 0.f;
-        for (int j = 0; j < V; ++j) {
-          e[j] = vt[j] - decay * sk[j];
-          u[j] = bt * e[j];
-          du[j] = dSk[j] + scale * dot_[j] * qk;
-          udo += u[j] * dot_[j];
-          dbt += du[j] * e[j];
-        }
-        // Pass 2 over P and dS (row-wise): dS u, P du, then dS_{t-1} = decay (dS + scale q do^T - beta k du^T).
-        for (int c = 0; c < K; ++c) {
-          float* __restrict dr = dS + size_t(c) * V;
-          const float* __restrict Pr = P + size_t(c) * V;
-          const float qc = scale * qt[c], kc = bt * kt[c];
-          float su = 0.f, pdu = 0.f;
-#pragma omp simd reduction(+ : su, pdu)
-          for (int j = 0; j < V; ++j) {
-            su += dr[j] * u[j];
-            pdu += Pr[j] * du[j];
-            dr[j] = decay * (dr[j] + qc * dot_[j] - kc * du[j]);
-          }
-          dSu[c] = su;
-          Pdu[c] = pdu;
-        }
+        std::fill(Pdo, Pdo + K, 0.f);
+        std::fill(dkr, dkr + K, 0.f);
+        float acc[4] = {0.f, 0.f, 0.f, 0.f};
+        int j0 = 0;
+        for (; j0 + 64 <= V; j0 += 64)
+          bptt_columns<Vec16, 4>(P, dS, K, V, j0, qt, kt, vt, dot_, bt, decay, scale, qk, Pdo, dkr, dvt, acc);
+        for (; j0 + 16 <= V; j0 += 16)
+          bptt_columns<Vec16, 1>(P, dS, K, V, j0, qt, kt, vt, dot_, bt, decay, scale, qk, Pdo, dkr, dvt, acc);
+        for (; j0 < V; ++j0)
+          bptt_columns<float, 1>(P, dS, K, V, j0, qt, kt, vt, dot_, bt, decay, scale, qk, Pdo, dkr, dvt, acc);
+        const float udo = acc[0];
         float* dqt = dq + vk.base + t * vk.stride;
         float* dkt = dk + vk.base + t * vk.stride;
-        float* dvt = dv + vv.base + t * vv.stride;
-        const float dou = scale * udo;
-        float qpdo = 0.f, kpdu = 0.f;
         for (int c = 0; c < K; ++c) {
-          dqt[c] = scale * decay * Pdo[c] + udo * scale * kt[c];
-          dkt[c] = dSu[c] + dou * qt[c] - bt * decay * Pdu[c];
-          qpdo += qt[c] * Pdo[c];
-          kpdu += kt[c] * Pdu[c];
+          dqt[c] = scale * (decay * Pdo[c] + udo * kt[c]);
+          dkt[c] = dkr[c] + scale * udo * qt[c];
         }
-        for (int j = 0; j < V; ++j) dvt[j] = bt * du[j];
-        dbeta[gidx(t)] = dbt;
-        if (dg) dg[gidx(t)] = g ? decay * (float(dsp) + scale * qpdo - bt * kpdu) : 0.f;
+        dbeta[gidx(t)] = acc[1];
+        if (dg) dg[gidx(t)] = g ? decay * (acc[2] + scale * dot(qt, Pdo, K) - bt * acc[3]) : 0.f;
       }
     }
     if (dh0) std::memcpy(dh0 + size_t(bh) * KV, dS, KV * sizeof(float));
@@ -496,11 +593,11 @@ void delta_rule_chunk_fwd(const float* q, const float* k, const float* v, const 
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
-    float* p = scratch_floats(0, chunk_floats(C, K, V) + KV + size_t(C) * (K + V) + 64);
-    Chunk ch = make_chunk(p, C, K, V);
-    float* S = carve(p, KV);
-    float* O = carve(p, size_t(C) * V);
-    float* qe = carve(p, size_t(C) * K);
+    Arena ar = arena(0, chunk_floats(C, K, V) + padded(KV) + padded(size_t(C) * V) + padded(size_t(C) * K));
+    Chunk ch = make_chunk(ar, C, K, V);
+    float* S = ar.take(KV);
+    float* O = ar.take(size_t(C) * V);
+    float* qe = ar.take(size_t(C) * K);
     load_state(S, h0, size_t(bh) * KV, KV);
     const HeadView vk = head_view(b, h, T, H, K), vv = head_view(b, h, T, H, V);
     const size_t gbase = size_t(b) * T * H + h, gstride = H;
@@ -510,33 +607,26 @@ void delta_rule_chunk_fwd(const float* q, const float* k, const float* v, const 
       chunk_new_values(ch, S);
       // O = scale ((q exp(b)) S0 + P N)
       for (int i = 0; i < L; ++i)
-        for (int c = 0; c < K; ++c) qe[i * K + c] = ch.q[i * K + c] * ch.eb[i];
-      std::fill(O, O + size_t(L) * V, 0.f);
-      mm_nn(L, V, K, 1.f, qe, K, S, V, O, V);
-      mm_nn(L, V, L, 1.f, ch.P, L, ch.N, V, O, V);  // P is zero above the diagonal
-      for (int i = 0; i < L; ++i) {
-        float* __restrict dst = o + vv.base + size_t(t0 + i) * vv.stride;
-        const float* __restrict src = O + size_t(i) * V;
-#pragma omp simd
-        for (int j = 0; j < V; ++j) dst[j] = scale * src[j];
-      }
+        for (int c = 0; c < K; ++c) qe[i * K + c] = scale * ch.eb[i] * ch.q[i * K + c];
+      mm_nn(L, V, K, 1.f, qe, K, S, V, O, V, false);
+      mm_nn(L, V, L, scale, ch.P, L, ch.N, V, O, V);  // P is zero above the diagonal
+      for (int i = 0; i < L; ++i)
+        std::memcpy(o + vv.base + size_t(t0 + i) * vv.stride, O + size_t(i) * V, V * sizeof(float));
       chunk_state_update(ch, S, qe);
     }
     if (ht) std::memcpy(ht + size_t(bh) * KV, S, KV * sizeof(float));
   }
 }
 
-// Chunk backward. Forward of one chunk (S0 = incoming state, b local cumsum, gam_ij = exp(b_i - b_j)):
-//   A = strict_lower(beta_i kk_ij gam_ij);  (I + A) U = beta v;  (I + A) W = beta exp(b) k
-//   N = U - W S0;  O = scale (exp(b) q S0 + P N), P_ij = (q_i . k_j) gam_ij (j <= i)
-//   S_L = exp(b_L) S0 + sum_i exp(b_L - b_i) k_i N_i^T
-// Reverse, with dOs = scale dO and dS = dL/dS_L:
+// Chunk backward (notation of Chunk above; dOs = scale dO, dS = dL/dS_L, T = (I + A)^{-1}):
 //   dP = dOs N^T (lower);  dN = P^T dOs + exp(b_L - b) (k dS);  dq = exp(b) (dOs S0^T) + (dP gam) k
-//   dk += (dP gam)^T q + exp(b_L - b) (N dS^T);  dW = -dN S0^T
-//   dS0 = exp(b_L) dS + (q exp(b))^T dOs - W^T dN
-//   (I + A)^T dRU = dN, (I + A)^T dRW = dW;  dA = -(dRU U^T + dRW W^T) (strictly lower)
-//   dv = beta dRU;  dk += beta exp(b) dRW + G k + G^T k with G = dA beta gam;  dbeta from the three
-//   beta uses; db from every gam / exp(b) factor, then dg = reverse cumsum of db within the chunk.
+//   dk = exp(b_L - b) (N dS^T) + (dP gam)^T q
+//   dR = T^T dN (gradient of the right-hand side beta v - bke S0);  dRW = -dR S0^T
+//   dA = -dR N^T (strictly lower: T's gradient, with U - W S0 folded into N)
+//   dS0 = exp(b_L) dS + (q exp(b))^T dOs - bke^T dR
+//   dv = beta dR;  dk += beta exp(b) dRW + G k + G^T k with G = dA beta gam
+//   dbeta_i = v_i . dR_i + exp(b_i) k_i . dRW_i + sum_j dA_ij kk_ij gam_ij
+//   dg from every gam / exp(b) factor, summed per t without cancellation (see the end of the loop).
 void delta_rule_chunk_bwd(const float* q, const float* k, const float* v, const float* beta, const float* g,
                           const float* h0, const float* d_o, const float* dht, float* dq, float* dk, float* dv,
                           float* dbeta, float* dg, float* dh0, int B, int T, int H, int K, int V, float scale,
@@ -548,28 +638,28 @@ void delta_rule_chunk_bwd(const float* q, const float* k, const float* v, const 
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
-    float* p = scratch_floats(0, chunk_floats(C, K, V) + 4 * KV + 6 * CK + 5 * CV + 3 * CC + 8 * size_t(C) + 512);
-    Chunk ch = make_chunk(p, C, K, V);
-    float* dS = carve(p, KV);
-    float* dS0 = carve(p, KV);
-    float* S0t = carve(p, KV);  // [V, K]
-    float* dSt = carve(p, KV);  // [V, K]
-    float* dO = carve(p, CV);
-    float* dN = carve(p, CV);
-    float* dRU = carve(p, CV);
-    float* vnT = carve(p, CV);  // [V, L] transposes for the "A B^T" products
-    float* doT = carve(p, CV);
-    float* dQ = carve(p, CK);
-    float* dK = carve(p, CK);
-    float* dW = carve(p, CK);
-    float* dRW = carve(p, CK);
-    float* qe = carve(p, CK);
-    float* dP = carve(p, CC);
-    float* dA = carve(p, CC);
-    float* G = carve(p, CC);
-    float* db = carve(p, C);
-    float* X = carve(p, C);
-    float* states = scratch_floats(1, size_t(nchunks) * KV);
+    Arena ar = arena(0, chunk_floats(C, K, V) + 4 * padded(KV) + 3 * padded(CV) + 4 * padded(CK) + 4 * padded(CC) +
+                            2 * padded(C));
+    Chunk ch = make_chunk(ar, C, K, V);
+    float* dS = ar.take(KV);
+    float* dS0 = ar.take(KV);
+    float* S0t = ar.take(KV);  // [V, K]
+    float* dSt = ar.take(KV);  // [V, K]
+    float* dO = ar.take(CV);
+    float* dN = ar.take(CV);  // becomes dR after the transposed solve
+    float* NT = ar.take(CV);  // [V, L]
+    float* dQ = ar.take(CK);
+    float* dK = ar.take(CK);
+    float* dRW = ar.take(CK);
+    float* qe = ar.take(CK);
+    float* dP = ar.take(CC);
+    float* dA = ar.take(CC);
+    float* G = ar.take(CC);
+    float* M = ar.take(CC);  // gate terms of the pairwise factors gam_ij, then their row prefix sums
+    float* y = ar.take(C);   // gate terms of the exp(b_i) factors, then their suffix sums
+    float* X = ar.take(C);   // gate terms of exp(b_L - b_i) in the state update
+    Arena st_ar = arena(1, padded(size_t(nchunks) * KV));
+    float* states = st_ar.take(size_t(nchunks) * KV);
     const HeadView vk = head_view(b, h, T, H, K), vv = head_view(b, h, T, H, V);
     const size_t gbase = size_t(b) * T * H + h, gstride = H;
 
@@ -599,136 +689,122 @@ void delta_rule_chunk_bwd(const float* q, const float* k, const float* v, const 
       for (int i = 0; i < L; ++i) {
         const float* __restrict src = d_o + vv.base + size_t(t0 + i) * vv.stride;
         float* __restrict dst = dO + size_t(i) * V;
-#pragma omp simd
         for (int j = 0; j < V; ++j) dst[j] = scale * src[j];
       }
       transpose(S0, K, V, S0t);
       transpose(dS, K, V, dSt);
-      transpose(ch.N, L, V, vnT);
-      transpose(dO, L, V, doT);
+      transpose(ch.N, L, V, NT);
 
       // dP = dOs N^T (lower incl. diagonal).
-      std::fill(dP, dP + size_t(L) * L, 0.f);
-      mm_nn(L, L, V, 1.f, dO, V, vnT, L, dP, L);
-      for (int i = 0; i < L; ++i)
-        for (int j = i + 1; j < L; ++j) dP[i * L + j] = 0.f;
-      // dN = P^T dOs + exp(b_L - b) (k dS)
-      std::fill(dN, dN + size_t(L) * V, 0.f);
-      mm_nn(L, V, K, 1.f, ch.k, K, dS, V, dN, V);
+      mm_nn(L, L, V, 1.f, dO, V, NT, L, dP, L, false);
+      // dN = exp(b_L - b) (k dS) + P^T dOs
+      mm_nn(L, V, K, 1.f, ch.k, K, dS, V, dN, V, false);
       for (int i = 0; i < L; ++i)
         for (int j = 0; j < V; ++j) dN[i * V + j] *= edl[i];
       mm_tn(L, V, L, 1.f, ch.P, L, dO, V, dN, V);
-      // dq = exp(b) (dOs S0^T) + (dP gam) k ; db_i starts with q_i . (exp(b_i) dOs_i S0^T)
-      std::fill(dQ, dQ + size_t(L) * K, 0.f);
-      mm_nn(L, K, V, 1.f, dO, V, S0t, K, dQ, K);
+      // dq = exp(b) (dOs S0^T) + (dP gam) k; y_i starts with q_i . (exp(b_i) dOs_i S0^T).
+      mm_nn(L, K, V, 1.f, dO, V, S0t, K, dQ, K, false);
       for (int i = 0; i < L; ++i) {
+        float* __restrict dqi = dQ + size_t(i) * K;
+        const float* __restrict qi = ch.q + size_t(i) * K;
+        const float e = ch.eb[i];
         float acc = 0.f;
         for (int c = 0; c < K; ++c) {
-          dQ[i * K + c] *= ch.eb[i];
-          acc += dQ[i * K + c] * ch.q[i * K + c];
+          dqi[c] *= e;
+          acc += dqi[c] * qi[c];
         }
-        db[i] = acc;
+        y[i] = acc;
       }
-      // db from P: + rowsum(dP * P) - colsum(dP * P); dP <- dP * gam for the q/k products.
-      for (int i = 0; i < L; ++i)
+      // Gate terms of P (M_ij = dP_ij P_ij, j < i); then dP <- dP * gam for the q / k products.
+      for (int i = 0; i < L; ++i) {
         for (int j = 0; j <= i; ++j) {
-          const float x = dP[i * L + j] * ch.P[i * L + j];
-          db[i] += x;
-          db[j] -= x;
+          M[i * L + j] = dP[i * L + j] * ch.P[i * L + j];
           dP[i * L + j] *= ch.gam[i * L + j];
         }
+        for (int j = i + 1; j < L; ++j) dP[i * L + j] = 0.f;
+      }
       mm_nn(L, K, L, 1.f, dP, L, ch.k, K, dQ, K);
-      // dk = (dP gam)^T q + exp(b_L - b) (N dS^T)
-      std::fill(dK, dK + size_t(L) * K, 0.f);
-      mm_nn(L, K, V, 1.f, ch.N, V, dSt, K, dK, K);
+      // dk = exp(b_L - b) (N dS^T) + (dP gam)^T q
+      mm_nn(L, K, V, 1.f, ch.N, V, dSt, K, dK, K, false);
       for (int i = 0; i < L; ++i) {
+        float* __restrict dki = dK + size_t(i) * K;
+        const float* __restrict ki = ch.k + size_t(i) * K;
+        const float e = edl[i];
         float x = 0.f;
         for (int c = 0; c < K; ++c) {
-          dK[i * K + c] *= edl[i];
-          x += dK[i * K + c] * ch.k[i * K + c];
+          dki[c] *= e;
+          x += dki[c] * ki[c];
         }
         X[i] = x;
       }
       mm_tn(L, K, L, 1.f, dP, L, ch.q, K, dK, K);
-      // dW = -dN S0^T
-      std::fill(dW, dW + size_t(L) * K, 0.f);
-      mm_nn(L, K, V, -1.f, dN, V, S0t, K, dW, K);
-      // dS0 = exp(b_L) dS + (q exp(b))^T dOs - W^T dN
+      // dR = (I + A)^{-T} dN (in place), dRW = -dR S0^T, dA = -dR N^T.
+      solve_unit_lower_t(L, V, ch.A, L, dN, V);
+      const float* dR = dN;
+      mm_nn(L, K, V, -1.f, dR, V, S0t, K, dRW, K, false);
+      mm_nn(L, L, V, -1.f, dR, V, NT, L, dA, L, false);
+      // dS0 = exp(b_L) dS + (q exp(b))^T dOs - bke^T dR
       for (size_t i = 0; i < KV; ++i) dS0[i] = el * dS[i];
       for (int i = 0; i < L; ++i)
         for (int c = 0; c < K; ++c) qe[i * K + c] = ch.q[i * K + c] * ch.eb[i];
       mm_tn(K, V, L, 1.f, qe, K, dO, V, dS0, V);
-      mm_tn(K, V, L, -1.f, ch.W, K, dN, V, dS0, V);
-      // Back substitution with (I + A)^T: dR_i = d_i - sum_{j > i} A_ji dR_j.
-      for (int i = L - 1; i >= 0; --i) {
-        float* __restrict ru = dRU + size_t(i) * V;
-        float* __restrict rw = dRW + size_t(i) * K;
-        std::memcpy(ru, dN + size_t(i) * V, V * sizeof(float));
-        std::memcpy(rw, dW + size_t(i) * K, K * sizeof(float));
-        for (int j = i + 1; j < L; ++j) {
-          const float a = ch.A[j * L + i];
-          const float* __restrict uj = dRU + size_t(j) * V;
-          const float* __restrict wj = dRW + size_t(j) * K;
-#pragma omp simd
-          for (int x = 0; x < V; ++x) ru[x] -= a * uj[x];
-#pragma omp simd
-          for (int c = 0; c < K; ++c) rw[c] -= a * wj[c];
-        }
-      }
-      // dA = -(dRU U^T + dRW W^T), strictly lower.
-      for (int i = 0; i < L; ++i)
-        for (int j = 0; j < i; ++j)
-          dA[i * L + j] = -(dot(dRU + size_t(i) * V, ch.U + size_t(j) * V, V) +
-                            dot(dRW + size_t(i) * K, ch.W + size_t(j) * K, K));
-      // dv, dbeta, dk (from W's right-hand side), db (from W's exp(b) and from A's gam).
+      mm_tn(K, V, L, -1.f, ch.bke, K, dR, V, dS0, V);
+      // dv, dbeta, dk from the right-hand side; gate terms of exp(b) in bke (y) and of gam in A (M).
       for (int i = 0; i < L; ++i) {
         const float bi = ch.bet[i], ei = ch.eb[i];
-        const float vru = dot(ch.v + size_t(i) * V, dRU + size_t(i) * V, V);
+        const float vr = dot(ch.v + size_t(i) * V, dR + size_t(i) * V, V);
         const float krw = dot(ch.k + size_t(i) * K, dRW + size_t(i) * K, K);
-        float dbi = vru + ei * krw;
-        db[i] += bi * ei * krw;
+        float dbi = vr + ei * krw;
+        y[i] += bi * ei * krw;
         for (int j = 0; j < i; ++j) {
           const float da = dA[i * L + j];
           dbi += da * ch.kk[i * L + j] * ch.gam[i * L + j];
-          const float x = da * ch.A[i * L + j];
-          db[i] += x;
-          db[j] -= x;
+          M[i * L + j] += da * ch.A[i * L + j];
           G[i * L + j] = da * bi * ch.gam[i * L + j];
         }
         for (int j = i; j < L; ++j) G[i * L + j] = 0.f;
         dbeta[gbase + size_t(t0 + i) * gstride] = dbi;
         float* __restrict dvt = dv + vv.base + size_t(t0 + i) * vv.stride;
-        const float* __restrict ru = dRU + size_t(i) * V;
-#pragma omp simd
-        for (int j = 0; j < V; ++j) dvt[j] = bi * ru[j];
+        const float* __restrict ri = dR + size_t(i) * V;
+        for (int j = 0; j < V; ++j) dvt[j] = bi * ri[j];
         float* __restrict dki = dK + size_t(i) * K;
         const float* __restrict rw = dRW + size_t(i) * K;
-#pragma omp simd
-        for (int c = 0; c < K; ++c) dki[c] += bi * ei * rw[c];
+        const float f = bi * ei;
+        for (int c = 0; c < K; ++c) dki[c] += f * rw[c];
       }
       mm_nn(L, K, L, 1.f, G, L, ch.k, K, dK, K);
       mm_tn(L, K, L, 1.f, G, L, ch.k, K, dK, K);
-      // State-update factors: db_L += exp(b_L) sum(S0 * dS) + sum_i X_i, db_i -= X_i.
-      if (g) {
+      // dg_t = dL/dg_t with b_i = sum_{s <= i} g_s. A factor exp(b_i) gives y_i to every t <= i; a
+      // factor exp(b_i - b_j) (gam in P and A, exp(b_L - b_i) in the state update) only to the t it
+      // straddles, j < t <= i. Summing exactly those terms (instead of +x to db_i, -x to db_j and a
+      // reverse cumsum) keeps dg tiny where the decay is strong, without cancellation.
+      //   dg_t = sum_{i >= t} y_i + sum_{i >= t > j} M_ij + exp(b_L) sum(S0 * dS) + sum_{i < t} X_i
+      if (dg && g) {
         double s = 0.0;
         for (size_t i = 0; i < KV; ++i) s += double(S0[i]) * dS[i];
-        float xs = 0.f;
+        // M <- row prefix sums: M_it = sum_{j < t} M_ij for t <= i.
         for (int i = 0; i < L; ++i) {
-          db[i] -= X[i];
-          xs += X[i];
+          float acc = 0.f;
+          for (int t = 0; t <= i; ++t) {
+            const float x = t < i ? M[i * L + t] : 0.f;
+            M[i * L + t] = acc;
+            acc += x;
+          }
         }
-        db[L - 1] += el * float(s) + xs;
+        for (int t = L - 2; t >= 0; --t) y[t] += y[t + 1];  // suffix sums, additions only
+        float xpre = 0.f;
+        for (int t = 0; t < L; ++t) {
+          float straddle = 0.f;
+          for (int i = t; i < L; ++i) straddle += M[i * L + t];
+          dg[gbase + size_t(t0 + t) * gstride] = y[t] + straddle + el * float(s) + xpre;
+          xpre += X[t];
+        }
+      } else if (dg) {
+        for (int i = 0; i < L; ++i) dg[gbase + size_t(t0 + i) * gstride] = 0.f;
       }
       for (int i = 0; i < L; ++i) {
         std::memcpy(dq + vk.base + size_t(t0 + i) * vk.stride, dQ + size_t(i) * K, K * sizeof(float));
         std::memcpy(dk + vk.base + size_t(t0 + i) * vk.stride, dK + size_t(i) * K, K * sizeof(float));
-      }
-      if (dg) {
-        float acc = 0.f;
-        for (int i = L - 1; i >= 0; --i) {
-          acc += db[i];
-          dg[gbase + size_t(t0 + i) * gstride] = g ? acc : 0.f;
-        }
       }
       std::swap(dS, dS0);
     }

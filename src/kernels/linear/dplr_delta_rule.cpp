@@ -6,54 +6,38 @@
 #include "kernels/linear/dplr_delta_rule.h"
 
 #include <algorithm>
-#include <bit>
 #include <cmath>
 #include <cstddef>
-#include <cstdint>
 #include <cstring>
 
 #include "core/error.h"
 #include "core/scratch.h"
 #include "kernels/linear/delta_rule.h"
 
+// Vec16 helpers are all inline (see delta_rule.h): the -Wpsabi note of x86-64-v3 builds is moot.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace sw::kernels {
 namespace {
 
+using delta_detail::Arena;
+using delta_detail::exp_vec;
+using delta_detail::hsum;
+using delta_detail::kLanes;
+using delta_detail::ld;
 using delta_detail::mm_nn;
 using delta_detail::mm_tn;
+using delta_detail::padded;
+using delta_detail::st;
 using delta_detail::transpose;
+using delta_detail::Vec16;
 
+// Tokens per checkpoint segment in the recurrent backward.
 constexpr int kRecurrentSegment = 64;
 
-inline float* carve(float*& p, size_t n) {
-  float* r = p;
-  p += (n + 15) / 16 * 16;
-  return r;
-}
-
-// y = exp(x) elementwise, in a loop GCC vectorises (libm's expf is scalar here): Cody-Waite range
-// reduction x = n ln2 + f, |f| <= ln2 / 2, degree-6 polynomial (Cephes expf coefficients, about
-// 1 ulp), 2^n assembled in the exponent bits. Inputs below -87.3 give 0 (the decays we need never
-// exceed 1, so no overflow handling beyond a clamp).
-void exp_vec(const float* __restrict x, float* __restrict y, int n) {
-#pragma omp simd
-  for (int i = 0; i < n; ++i) {
-    const float xi = std::min(x[i], 88.f);
-    const float xc = std::max(xi, -87.f);
-    const float nf = std::floor(xc * 1.44269504088896341f + 0.5f);
-    float f = xc - nf * 0.693359375f;
-    f = f - nf * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * f + 1.3981999507e-3f;
-    p = p * f + 8.3334519073e-3f;
-    p = p * f + 4.1665795894e-2f;
-    p = p * f + 1.6666665459e-1f;
-    p = p * f + 5.0000001201e-1f;
-    p = p * f * f + f + 1.f;
-    const int32_t e = (int32_t(nf) + 127) << 23;
-    const float r = p * std::bit_cast<float>(e);
-    y[i] = xi < -87.f ? 0.f : r;
-  }
+inline Arena arena(int slot, size_t n) {
+  float* p = scratch_floats(slot, n);
+  return {p, p + n};
 }
 
 struct HeadView {
@@ -71,35 +55,124 @@ inline void load_state(float* S, const float* h0, size_t off, size_t KV) {
     std::fill(S, S + KV, 0.f);
 }
 
-// One token on S [K, V] in place: sa = S^T a, then row c <- ew_c row + b_c sa + k_c v, and o = scale
-// S_t^T r accumulated while the new rows are hot (o may be nullptr). ew = exp(w) [K], sa [V] work.
-inline void dplr_step_one(float* __restrict S, const float* __restrict r, const float* __restrict ew,
-                          const float* __restrict k, const float* __restrict v, const float* __restrict a,
-                          const float* __restrict b, float scale, float* __restrict o, float* __restrict sa, int K,
-                          int V) {
-  std::fill(sa, sa + V, 0.f);
-  for (int c = 0; c < K; ++c) {
-    const float ac = a[c];
-    const float* __restrict row = S + size_t(c) * V;
-#pragma omp simd
-    for (int j = 0; j < V; ++j) sa[j] += ac * row[j];
+// One token on value columns [j0, j0 + kLanes<T> * NV) of S [K, V] (columns are independent):
+// sa = S^T a, then row c <- ew_c row + b_c sa + k_c v, and o = scale S_t^T r accumulated while the new
+// rows are in registers. ew = exp(w) [K].
+template <class T, int NV, bool kOut>
+inline void step_columns(const float* Sin, float* Sout, int K, int V, int j0, const float* __restrict r,
+                         const float* __restrict ew, const float* __restrict k, const float* __restrict v,
+                         const float* __restrict a, const float* __restrict b, float scale, float* __restrict o) {
+  constexpr int W = kLanes<T>;
+  // Two accumulator sets (even / odd rows) halve the FMA latency chains of the row loops.
+  T sa[NV], sa1[NV], vv[NV], ov[NV], ov1[NV];
+  for (int x = 0; x < NV; ++x) {
+    sa[x] = sa1[x] = ov[x] = ov1[x] = T{};
+    vv[x] = ld<T>(v + j0 + W * x);
   }
-  if (o) std::fill(o, o + V, 0.f);
-  for (int c = 0; c < K; ++c) {
-    const float dc = ew[c], bc = b[c], kc = k[c];
-    float* __restrict row = S + size_t(c) * V;
-    if (o) {
-      const float rc = scale * r[c];
-#pragma omp simd
-      for (int j = 0; j < V; ++j) {
-        const float x = dc * row[j] + bc * sa[j] + kc * v[j];
-        row[j] = x;
-        o[j] += rc * x;
-      }
-    } else {
-#pragma omp simd
-      for (int j = 0; j < V; ++j) row[j] = dc * row[j] + bc * sa[j] + kc * v[j];
+  int c = 0;
+  for (; c + 1 < K; c += 2) {
+    const float* row0 = Sin + size_t(c) * V + j0;
+    const float* row1 = row0 + V;
+    const float a0 = a[c], a1 = a[c + 1];
+    for (int x = 0; x < NV; ++x) {
+      sa[x] += a0 * ld<T>(row0 + W * x);
+      sa1[x] += a1 * ld<T>(row1 + W * x);
     }
+  }
+  if (c < K)
+    for (int x = 0; x < NV; ++x) sa[x] += a[c] * ld<T>(Sin + size_t(c) * V + j0 + W * x);
+  for (int x = 0; x < NV; ++x) sa[x] += sa1[x];
+  for (c = 0; c < K; ++c) {
+    const float* in = Sin + size_t(c) * V + j0;
+    float* out = Sout + size_t(c) * V + j0;
+    const float dc = ew[c], bc = b[c], kc = k[c];
+    for (int x = 0; x < NV; ++x) {
+      const T nv = dc * ld<T>(in + W * x) + bc * sa[x] + kc * vv[x];
+      st<T>(out + W * x, nv);
+      if constexpr (kOut) {
+        if (c & 1)
+          ov1[x] += r[c] * nv;
+        else
+          ov[x] += r[c] * nv;
+      }
+    }
+  }
+  if constexpr (kOut)
+    for (int x = 0; x < NV; ++x) st<T>(o + j0 + W * x, scale * (ov[x] + ov1[x]));
+}
+
+// Sin == Sout updates in place; distinct pointers write the next state elsewhere (segment recompute).
+template <bool kOut>
+inline void dplr_step_one(const float* Sin, float* Sout, const float* r, const float* ew, const float* k,
+                          const float* v, const float* a, const float* b, float scale, float* o, int K, int V) {
+  int j0 = 0;
+  for (; j0 + 64 <= V; j0 += 64) step_columns<Vec16, 4, kOut>(Sin, Sout, K, V, j0, r, ew, k, v, a, b, scale, o);
+  for (; j0 + 16 <= V; j0 += 16) step_columns<Vec16, 1, kOut>(Sin, Sout, K, V, j0, r, ew, k, v, a, b, scale, o);
+  for (; j0 < V; ++j0) step_columns<float, 1, kOut>(Sin, Sout, K, V, j0, r, ew, k, v, a, b, scale, o);
+}
+
+// BPTT of one token on value columns [j0, ...) with P = S_{t-1}, dS = dL/dS_t without the read-out.
+// Column-local: sa = P^T a, dv = dS_t^T k, dsa = dS_t^T b and the dS update. Row sums over the columns
+// accumulate across tiles into rows[5][K] = {P do, dS v, rowsum(dS * P), dS sa, P dsa}; scalars
+// acc[0] += sa . do, acc[1] += v . do. rk = r . k, rb = r . b (scaled by `scale` below).
+template <class T, int NV>
+inline void bptt_columns(const float* __restrict P, float* __restrict dS, int K, int V, int j0,
+                         const float* __restrict r, const float* __restrict ew, const float* __restrict k,
+                         const float* __restrict v, const float* __restrict a, const float* __restrict b,
+                         const float* __restrict dout, float scale, float rk, float rb, float* __restrict rows,
+                         float* __restrict dvt, float* acc) {
+  constexpr int W = kLanes<T>;
+  float* Pdo = rows;
+  float* dSv = rows + K;
+  float* dSP = rows + 2 * size_t(K);
+  float* dSsa = rows + 3 * size_t(K);
+  float* Pdsa = rows + 4 * size_t(K);
+  T sa[NV], dSk[NV], dSb[NV], dov[NV], vv[NV];
+  for (int x = 0; x < NV; ++x) {
+    sa[x] = dSk[x] = dSb[x] = T{};
+    dov[x] = ld<T>(dout + j0 + W * x);
+    vv[x] = ld<T>(v + j0 + W * x);
+  }
+  for (int c = 0; c < K; ++c) {
+    const float* Pr = P + size_t(c) * V + j0;
+    const float* Dr = dS + size_t(c) * V + j0;
+    const float ac = a[c], kc = k[c], bc = b[c];
+    T pd{}, dv_{}, dp{};
+    for (int x = 0; x < NV; ++x) {
+      const T p = ld<T>(Pr + W * x), d = ld<T>(Dr + W * x);
+      sa[x] += ac * p;
+      dSk[x] += kc * d;
+      dSb[x] += bc * d;
+      pd += p * dov[x];
+      dv_ += d * vv[x];
+      dp += d * p;
+    }
+    Pdo[c] += hsum(pd);
+    dSv[c] += hsum(dv_);
+    dSP[c] += hsum(dp);
+  }
+  T dsa[NV], sado{}, vdo{};
+  for (int x = 0; x < NV; ++x) {
+    st<T>(dvt + j0 + W * x, dSk[x] + (scale * rk) * dov[x]);
+    dsa[x] = dSb[x] + (scale * rb) * dov[x];
+    sado += sa[x] * dov[x];
+    vdo += vv[x] * dov[x];
+  }
+  acc[0] += hsum(sado);
+  acc[1] += hsum(vdo);
+  for (int c = 0; c < K; ++c) {
+    const float* Pr = P + size_t(c) * V + j0;
+    float* Dr = dS + size_t(c) * V + j0;
+    const float rc = scale * r[c], dc = ew[c], ac = a[c];
+    T ds{}, pds{};
+    for (int x = 0; x < NV; ++x) {
+      const T d = ld<T>(Dr + W * x), p = ld<T>(Pr + W * x);
+      ds += d * sa[x];
+      pds += p * dsa[x];
+      st<T>(Dr + W * x, dc * (d + rc * dov[x]) + ac * dsa[x]);
+    }
+    dSsa[c] += hsum(ds);
+    Pdsa[c] += hsum(pds);
   }
 }
 
@@ -112,16 +185,15 @@ void dplr_delta_rule_recurrent_fwd(const float* r, const float* w, const float* 
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int bi = bh / H, h = bh % H;
-    float* p = scratch_floats(0, KV + size_t(V) + size_t(K) + 48);
-    float* S = carve(p, KV);
-    float* sa = carve(p, V);
-    float* ew = carve(p, K);
+    Arena ar = arena(0, padded(KV) + padded(K));
+    float* S = ar.take(KV);
+    float* ew = ar.take(K);
     load_state(S, h0, size_t(bh) * KV, KV);
     const HeadView vk = head_view(bi, h, T, H, K), vv = head_view(bi, h, T, H, V);
     for (int t = 0; t < T; ++t) {
       const size_t ok = vk.base + t * vk.stride, ov = vv.base + t * vv.stride;
       exp_vec(w + ok, ew, K);
-      dplr_step_one(S, r + ok, ew, k + ok, v + ov, a + ok, b + ok, scale, o + ov, sa, K, V);
+      dplr_step_one<true>(S, S, r + ok, ew, k + ok, v + ov, a + ok, b + ok, scale, o + ov, K, V);
     }
     if (ht) std::memcpy(ht + size_t(bh) * KV, S, KV * sizeof(float));
   }
@@ -132,13 +204,12 @@ void dplr_delta_rule_step(const float* r, const float* w, const float* k, const 
   const size_t KV = size_t(K) * V;
 #pragma omp parallel for schedule(static) if (size_t(B) * H * KV >= (1u << 16))
   for (int bh = 0; bh < B * H; ++bh) {
-    float* p = scratch_floats(0, size_t(V) + size_t(K) + 32);
-    float* sa = carve(p, V);
-    float* ew = carve(p, K);
+    float* ew = scratch_floats(0, K);
     const size_t ok = size_t(bh) * K;
     exp_vec(w + ok, ew, K);
-    dplr_step_one(state + size_t(bh) * KV, r + ok, ew, k + ok, v + size_t(bh) * V, a + ok, b + ok, scale,
-                  o + size_t(bh) * V, sa, K, V);
+    float* S = state + size_t(bh) * KV;
+    dplr_step_one<true>(S, S, r + ok, ew, k + ok, v + size_t(bh) * V, a + ok, b + ok, scale, o + size_t(bh) * V, K,
+                        V);
   }
 }
 
@@ -156,32 +227,26 @@ void dplr_delta_rule_recurrent_bwd(const float* r, const float* w, const float* 
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int bi = bh / H, h = bh % H;
-    float* p = scratch_floats(0, (size_t(nseg) + kRecurrentSegment + 1) * KV + 6 * size_t(V) + 8 * size_t(K) +
-                                     16 * 16);
-    float* ckpt = carve(p, size_t(nseg) * KV);
-    float* seg = carve(p, size_t(kRecurrentSegment) * KV);
-    float* dS = carve(p, KV);
-    float* sa = carve(p, V);
-    float* dSk = carve(p, V);
-    float* dSb = carve(p, V);
-    float* dsa = carve(p, V);
-    float* ew = carve(p, K);
-    float* Pdo = carve(p, K);
-    float* dSv = carve(p, K);
-    float* dSsa = carve(p, K);
-    float* dSP = carve(p, K);
+    Arena ar = arena(0, padded(size_t(nseg) * KV) + padded(size_t(kRecurrentSegment) * KV) + padded(KV) +
+                            padded(K) + padded(5 * size_t(K)));
+    float* ckpt = ar.take(size_t(nseg) * KV);
+    float* seg = ar.take(size_t(kRecurrentSegment) * KV);
+    float* dS = ar.take(KV);
+    float* ew = ar.take(K);
+    float* rows = ar.take(5 * size_t(K));
     const HeadView vk = head_view(bi, h, T, H, K), vv = head_view(bi, h, T, H, V);
+    auto advance = [&](const float* Sin, float* Sout, int t) {
+      const size_t ok = vk.base + t * vk.stride;
+      exp_vec(w + ok, ew, K);
+      dplr_step_one<false>(Sin, Sout, nullptr, ew, k + ok, v + vv.base + t * vv.stride, a + ok, b + ok, scale, nullptr,
+                           K, V);
+    };
 
     load_state(ckpt, h0, size_t(bh) * KV, KV);
     for (int n = 0; n + 1 < nseg; ++n) {
       float* S = ckpt + size_t(n + 1) * KV;
       std::memcpy(S, ckpt + size_t(n) * KV, KV * sizeof(float));
-      for (int t = n * kRecurrentSegment; t < (n + 1) * kRecurrentSegment; ++t) {
-        const size_t ok = vk.base + t * vk.stride;
-        exp_vec(w + ok, ew, K);
-        dplr_step_one(S, nullptr, ew, k + ok, v + vv.base + t * vv.stride, a + ok, b + ok, scale, nullptr, sa, K,
-                      V);
-      }
+      for (int t = n * kRecurrentSegment; t < (n + 1) * kRecurrentSegment; ++t) advance(S, S, t);
     }
 
     if (dht)
@@ -191,79 +256,37 @@ void dplr_delta_rule_recurrent_bwd(const float* r, const float* w, const float* 
     for (int n = nseg - 1; n >= 0; --n) {
       const int t0 = n * kRecurrentSegment, t1 = std::min(T, t0 + kRecurrentSegment);
       std::memcpy(seg, ckpt + size_t(n) * KV, KV * sizeof(float));
-      for (int t = t0; t + 1 < t1; ++t) {
-        float* S = seg + size_t(t - t0 + 1) * KV;
-        std::memcpy(S, seg + size_t(t - t0) * KV, KV * sizeof(float));
-        const size_t ok = vk.base + t * vk.stride;
-        exp_vec(w + ok, ew, K);
-        dplr_step_one(S, nullptr, ew, k + ok, v + vv.base + t * vv.stride, a + ok, b + ok, scale, nullptr, sa, K,
-                      V);
-      }
+      for (int t = t0; t + 1 < t1; ++t) advance(seg + size_t(t - t0) * KV, seg + size_t(t - t0 + 1) * KV, t);
       for (int t = t1 - 1; t >= t0; --t) {
         const float* P = seg + size_t(t - t0) * KV;
         const size_t ok = vk.base + t * vk.stride, ov = vv.base + t * vv.stride;
         const float *rt = r + ok, *kt = k + ok, *at = a + ok, *bt = b + ok, *vt = v + ov, *dot_ = d_o + ov;
         exp_vec(w + ok, ew, K);
-        // Pass 1 over P and dS: sa = P^T a, P do, dS^T k, dS^T b, dS v, rowsum(dS * P); dS sa waits for sa.
-        std::fill(sa, sa + V, 0.f);
-        std::fill(dSk, dSk + V, 0.f);
-        std::fill(dSb, dSb + V, 0.f);
-        for (int c = 0; c < K; ++c) {
-          const float* __restrict Pr = P + size_t(c) * V;
-          const float* __restrict Dr = dS + size_t(c) * V;
-          const float ac = at[c], kc = kt[c], bc = bt[c];
-          float pd = 0.f, dv_ = 0.f, dp = 0.f;
-#pragma omp simd reduction(+ : pd, dv_, dp)
-          for (int j = 0; j < V; ++j) {
-            sa[j] += ac * Pr[j];
-            dSk[j] += kc * Dr[j];
-            dSb[j] += bc * Dr[j];
-            pd += Pr[j] * dot_[j];
-            dv_ += Dr[j] * vt[j];
-            dp += Dr[j] * Pr[j];
-          }
-          Pdo[c] = pd;
-          dSv[c] = dv_;
-          dSP[c] = dp;
-        }
-        float sado = 0.f, vdo = 0.f;
-        for (int j = 0; j < V; ++j) {
-          sado += sa[j] * dot_[j];
-          vdo += vt[j] * dot_[j];
-        }
         float rk = 0.f, rb = 0.f;
         for (int c = 0; c < K; ++c) {
           rk += rt[c] * kt[c];
           rb += rt[c] * bt[c];
         }
-        float* dvt = dv + ov;
-        for (int j = 0; j < V; ++j) {
-          dvt[j] = dSk[j] + scale * rk * dot_[j];
-          dsa[j] = dSb[j] + scale * rb * dot_[j];
-        }
-        // Pass 2 over P and dS: dS sa, P dsa, then dS_{t-1} = D (dS + scale r do^T) + a dsa^T.
-        float* drt = dr + ok;
-        float* dwt = dw + ok;
-        float* dkt = dk + ok;
-        float* dat = da + ok;
-        float* dbt = db + ok;
+        std::fill(rows, rows + 5 * size_t(K), 0.f);
+        float acc[2] = {0.f, 0.f};
+        int j0 = 0;
+        for (; j0 + 64 <= V; j0 += 64)
+          bptt_columns<Vec16, 4>(P, dS, K, V, j0, rt, ew, kt, vt, at, bt, dot_, scale, rk, rb, rows, dv + ov, acc);
+        for (; j0 + 16 <= V; j0 += 16)
+          bptt_columns<Vec16, 1>(P, dS, K, V, j0, rt, ew, kt, vt, at, bt, dot_, scale, rk, rb, rows, dv + ov, acc);
+        for (; j0 < V; ++j0)
+          bptt_columns<float, 1>(P, dS, K, V, j0, rt, ew, kt, vt, at, bt, dot_, scale, rk, rb, rows, dv + ov, acc);
+        const float sado = acc[0], vdo = acc[1];
+        const float *Pdo = rows, *dSv = rows + K, *dSP = rows + 2 * size_t(K), *dSsa = rows + 3 * size_t(K),
+                    *Pdsa = rows + 4 * size_t(K);
+        float *drt = dr + ok, *dwt = dw + ok, *dkt = dk + ok, *dat = da + ok, *dbt = db + ok;
         for (int c = 0; c < K; ++c) {
-          float* __restrict Dr = dS + size_t(c) * V;
-          const float* __restrict Pr = P + size_t(c) * V;
-          const float rc = scale * rt[c], dc = ew[c], ac = at[c];
-          float dssa = 0.f, pdsa = 0.f;
-#pragma omp simd reduction(+ : dssa, pdsa)
-          for (int j = 0; j < V; ++j) {
-            dssa += Dr[j] * sa[j];
-            pdsa += Pr[j] * dsa[j];
-            Dr[j] = dc * (Dr[j] + rc * dot_[j]) + ac * dsa[j];
-          }
-          dSsa[c] = dssa;
-          dat[c] = pdsa;
+          const float rc = scale * rt[c], dc = ew[c];
           drt[c] = scale * (dc * Pdo[c] + sado * bt[c] + vdo * kt[c]);
           dkt[c] = dSv[c] + rc * vdo;
-          dbt[c] = dssa + rc * sado;
+          dbt[c] = dSsa[c] + rc * sado;
           dwt[c] = dc * (dSP[c] + rc * Pdo[c]);
+          dat[c] = Pdsa[c];
         }
       }
     }
@@ -288,26 +311,25 @@ void dplr_delta_rule_chunk_fwd(const float* r, const float* w, const float* k, c
 #pragma omp parallel for schedule(dynamic)
   for (int bh = 0; bh < B * H; ++bh) {
     const int bi = bh / H, h = bh % H;
-    float* p = scratch_floats(0, KV + 10 * CK + 3 * CV + 4 * CC + 2 * size_t(K) + size_t(V) + 20 * 16);
-    float* S = carve(p, KV);
-    float* rt = carve(p, CK);
-    float* kt = carve(p, CK);
-    float* bt = carve(p, CK);
-    float* at = carve(p, CK);
-    float* ktT = carve(p, CK);  // [K, L]
-    float* btT = carve(p, CK);  // [K, L]
-    float* pc = carve(p, CK);   // [L, K] running decay products
-    float* ew = carve(p, CK);   // [L, K] exp(w)
-    float* kd = carve(p, CK);   // [L, K] kt pc_L
-    float* bd = carve(p, CK);   // [L, K] bt pc_L
-    float* vc = carve(p, CV);
-    float* SA = carve(p, CV);
-    float* O = carve(p, CV);
-    float* Aqk = carve(p, CC);
-    float* Aqb = carve(p, CC);
-    float* Aak = carve(p, CC);
-    float* Aab = carve(p, CC);
-    float* sa = carve(p, V);
+    Arena ar = arena(0, padded(KV) + 10 * padded(CK) + 3 * padded(CV) + 4 * padded(CC));
+    float* S = ar.take(KV);
+    float* rt = ar.take(CK);
+    float* kt = ar.take(CK);
+    float* bt = ar.take(CK);
+    float* at = ar.take(CK);
+    float* ktT = ar.take(CK);  // [K, L]
+    float* btT = ar.take(CK);  // [K, L]
+    float* pc = ar.take(CK);   // [L, K] running decay products
+    float* ew = ar.take(CK);   // [L, K] exp(w)
+    float* kd = ar.take(CK);   // [L, K] kt pc_L
+    float* bd = ar.take(CK);   // [L, K] bt pc_L
+    float* vc = ar.take(CV);
+    float* SA = ar.take(CV);
+    float* O = ar.take(CV);
+    float* Aqk = ar.take(CC);
+    float* Aqb = ar.take(CC);
+    float* Aak = ar.take(CC);
+    float* Aab = ar.take(CC);
     load_state(S, h0, size_t(bh) * KV, KV);
     const HeadView vk = head_view(bi, h, T, H, K), vv = head_view(bi, h, T, H, V);
     for (int t0 = 0; t0 < T; t0 += C) {
@@ -323,7 +345,7 @@ void dplr_delta_rule_chunk_fwd(const float* r, const float* w, const float* k, c
         // Strong decay somewhere in this chunk: the token loop is exact and needs no 1 / pc.
         for (int i = 0; i < L; ++i) {
           const size_t ok = vk.base + size_t(t0 + i) * vk.stride, ov = vv.base + size_t(t0 + i) * vv.stride;
-          dplr_step_one(S, r + ok, ew + size_t(i) * K, k + ok, v + ov, a + ok, b + ok, scale, o + ov, sa, K, V);
+          dplr_step_one<true>(S, S, r + ok, ew + size_t(i) * K, k + ok, v + ov, a + ok, b + ok, scale, o + ov, K, V);
         }
         continue;
       }
@@ -345,47 +367,27 @@ void dplr_delta_rule_chunk_fwd(const float* r, const float* w, const float* k, c
       }
       transpose(kt, L, K, ktT);
       transpose(bt, L, K, btT);
-      const size_t LL = size_t(L) * L;
-      std::fill(Aqk, Aqk + LL, 0.f);
-      std::fill(Aqb, Aqb + LL, 0.f);
-      std::fill(Aak, Aak + LL, 0.f);
-      std::fill(Aab, Aab + LL, 0.f);
-      mm_nn(L, L, K, 1.f, rt, K, ktT, L, Aqk, L);
-      mm_nn(L, L, K, 1.f, rt, K, btT, L, Aqb, L);
-      mm_nn(L, L, K, 1.f, at, K, ktT, L, Aak, L);
-      mm_nn(L, L, K, 1.f, at, K, btT, L, Aab, L);
+      mm_nn(L, L, K, 1.f, rt, K, ktT, L, Aqk, L, false);
+      mm_nn(L, L, K, 1.f, rt, K, btT, L, Aqb, L, false);
+      mm_nn(L, L, K, 1.f, at, K, ktT, L, Aak, L, false);
+      mm_nn(L, L, K, -1.f, at, K, btT, L, Aab, L, false);  // negated: (I - A_ab) is unit lower
       for (int i = 0; i < L; ++i)
         for (int j = i; j < L; ++j) {
           if (j > i) Aqk[i * L + j] = Aqb[i * L + j] = 0.f;
           Aak[i * L + j] = Aab[i * L + j] = 0.f;
         }
-      // SA = at S0 + A_ak V, then the A_ab part by forward substitution.
-      std::fill(SA, SA + size_t(L) * V, 0.f);
-      mm_nn(L, V, K, 1.f, at, K, S, V, SA, V);
+      // SA = (I - A_ab)^{-1} (at S0 + A_ak V) by forward substitution.
+      mm_nn(L, V, K, 1.f, at, K, S, V, SA, V, false);
       mm_nn(L, V, L, 1.f, Aak, L, vc, V, SA, V);
-      for (int i = 1; i < L; ++i) {
-        float* __restrict si = SA + size_t(i) * V;
-        for (int j = 0; j < i; ++j) {
-          const float x = Aab[i * L + j];
-          const float* __restrict sj = SA + size_t(j) * V;
-#pragma omp simd
-          for (int c = 0; c < V; ++c) si[c] += x * sj[c];
-        }
-      }
-      std::fill(O, O + size_t(L) * V, 0.f);
-      mm_nn(L, V, K, 1.f, rt, K, S, V, O, V);
-      mm_nn(L, V, L, 1.f, Aqk, L, vc, V, O, V);
-      mm_nn(L, V, L, 1.f, Aqb, L, SA, V, O, V);
-      for (int i = 0; i < L; ++i) {
-        float* __restrict dst = o + vv.base + size_t(t0 + i) * vv.stride;
-        const float* __restrict src = O + size_t(i) * V;
-#pragma omp simd
-        for (int j = 0; j < V; ++j) dst[j] = scale * src[j];
-      }
+      delta_detail::solve_unit_lower(L, V, Aab, L, SA, V);
+      mm_nn(L, V, K, scale, rt, K, S, V, O, V, false);
+      mm_nn(L, V, L, scale, Aqk, L, vc, V, O, V);
+      mm_nn(L, V, L, scale, Aqb, L, SA, V, O, V);
+      for (int i = 0; i < L; ++i)
+        std::memcpy(o + vv.base + size_t(t0 + i) * vv.stride, O + size_t(i) * V, V * sizeof(float));
       for (int c = 0; c < K; ++c) {
         float* __restrict row = S + size_t(c) * V;
         const float d = pcL[c];
-#pragma omp simd
         for (int j = 0; j < V; ++j) row[j] *= d;
       }
       mm_tn(K, V, L, 1.f, kd, K, vc, V, S, V);

@@ -126,11 +126,11 @@ void bwd_item_blelloch(const float* g, const float* o, const float* h0, const fl
     for (int64_t r = 0; r < len; ++r) {
       const int64_t t = t0 + len - 1 - r, row = (b * T + t) * D + d0;
       const float* hp = prev_state(o, h0_row, zeros, b, t, T, D, d0);
-      const float* dht_row = eb + r * dw;
+      const float* dh_t = eb + r * dw;  // dL/dh_t, total
 #pragma omp simd
       for (int64_t w = 0; w < dw; ++w) {
-        dx[row + w] = dht_row[w];
-        dg[row + w] = dht_row[w] * exp_approx(g[row + w]) * hp[w];
+        dx[row + w] = dh_t[w];
+        dg[row + w] = dh_t[w] * exp_approx(g[row + w]) * hp[w];
       }
     }
     const int64_t row0 = (b * T + t0) * D + d0;
@@ -144,6 +144,7 @@ void bwd_item_blelloch(const float* g, const float* o, const float* h0, const fl
 
 void hgrn_fwd(const float* x, const float* g, const float* h0, float* o, float* ht, int64_t B, int64_t T,
               int64_t D, ScanForm form) {
+  SW_DASSERT(x && g && o);
   const int64_t n_blocks = (D + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < B * n_blocks; ++item) {
@@ -157,6 +158,7 @@ void hgrn_fwd(const float* x, const float* g, const float* h0, float* o, float* 
 
 void hgrn_bwd(const float* g, const float* o, const float* h0, const float* do_, const float* dht, float* dx,
               float* dg, float* dh0, int64_t B, int64_t T, int64_t D, ScanForm form) {
+  SW_DASSERT(g && o && do_ && dx && dg);
   const int64_t n_blocks = (D + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static)
   for (int64_t item = 0; item < B * n_blocks; ++item) {

@@ -21,7 +21,14 @@ using detail::next_pow2;
 // A work item is one batch row and a block of kLanes consecutive channels; inside it the state is
 // held transposed as [N][kLanes] so that every update is one 16-wide vector per state index.
 constexpr int64_t kLanes = 16;
-constexpr int64_t kChunk = 64;        // tokens per Blelloch block and per backward recompute chunk
+// Tokens per Blelloch block and per backward recompute chunk: a power of two with a chunk's
+// [chunk][N][kLanes] buffers at 64 KiB each, so the backward's working set stays in L2.
+constexpr int64_t kMaxChunk = 64;
+inline int64_t chunk_len(int64_t N) {
+  int64_t c = kMaxChunk;
+  while (c > 8 && c * N * kLanes > 16384) c /= 2;
+  return c;
+}
 constexpr int kMaxThreads = 256;      // bound on OpenMP threads for the per-thread dB/dC partials
 
 // Scratch slots (per thread). kSlotPartial is taken by the backward's parallel region itself.
@@ -29,6 +36,15 @@ enum Slot : int { kSlotSmall = 0, kSlotH = 1, kSlotChunkA = 2, kSlotChunkB = 3, 
                   kSlotChunkC = 5, kSlotChunkD = 6, kSlotPartial = 7 };
 
 inline int64_t num_blocks(int64_t D) { return (D + kLanes - 1) / kLanes; }
+
+// Sum of the kLanes values of p as a balanced tree. (GCC compiles an `omp simd reduction(+)` over
+// exactly one vector of lanes into a chain of 16 dependent scalar adds, which dominated the backward.)
+[[gnu::always_inline]] inline float lane_sum(const float* p) {
+  float a[kLanes / 2];
+  for (int64_t i = 0; i < kLanes / 2; ++i) a[i] = p[i] + p[i + kLanes / 2];
+  for (int64_t i = 0; i < kLanes / 4; ++i) a[i] += a[i + kLanes / 4];
+  return (a[0] + a[2]) + (a[1] + a[3]);
+}
 
 // dst[l] = src[l] for l < dw, 0 beyond (a null src gives zeros).
 inline void load_lanes(float* dst, const float* src, int64_t dw) {
@@ -74,29 +90,38 @@ struct BlockParams {
   alignas(64) float skip[kLanes];
 };
 
-inline void load_token(const SelectiveScanInputs& in, const BlockParams& bp, int64_t row, int64_t dw,
-                       bool want_grad, TokenLanes& tk) {
-  alignas(64) float raw[kLanes];
-  load_lanes(tk.u, in.u + row, dw);
-  load_lanes(raw, in.delta + row, dw);
-  if (in.delta_softplus) {
+// Fills tk[i] for the len tokens t0 + i of batch row b. The transcendental work (softplus, its
+// derivative) is a long dependency chain on a single vector per token, so it runs as a batch of
+// independent tokens rather than one token at a time between scan steps.
+void load_tokens(const SelectiveScanInputs& in, const BlockParams& bp, int64_t b, int64_t t0, int64_t len,
+                 int64_t d0, int64_t dw, bool want_grad, TokenLanes* tk) {
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t row = (b * in.T + t0 + i) * in.D + d0;
+    load_lanes(tk[i].u, in.u + row, dw);
+    load_lanes(tk[i].dt, in.delta + row, dw);  // raw delta until the loop below
+  }
+  for (int64_t i = 0; i < len; ++i) {
+    TokenLanes& k = tk[i];
+    if (in.delta_softplus) {
+      if (want_grad) {
 #pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) tk.dt[l] = detail::softplus_approx(raw[l] + bp.bias[l]);
-    if (want_grad) {
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const float x = k.dt[l] + bp.bias[l];
+          k.dt_grad[l] = x > 20.f ? 1.f : detail::sigmoid_approx(x);
+        }
+      }
+#pragma omp simd
+      for (int64_t l = 0; l < kLanes; ++l) k.dt[l] = detail::softplus_approx(k.dt[l] + bp.bias[l]);
+    } else {
 #pragma omp simd
       for (int64_t l = 0; l < kLanes; ++l) {
-        const float x = raw[l] + bp.bias[l];
-        tk.dt_grad[l] = x > 20.f ? 1.f : detail::sigmoid_approx(x);
+        k.dt[l] += bp.bias[l];
+        k.dt_grad[l] = 1.f;
       }
     }
-  } else {
 #pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) tk.dt[l] = raw[l] + bp.bias[l];
-    if (want_grad)
-      for (int64_t l = 0; l < kLanes; ++l) tk.dt_grad[l] = 1.f;
+    for (int64_t l = 0; l < kLanes; ++l) k.dtu[l] = k.dt[l] * k.u[l];
   }
-#pragma omp simd
-  for (int64_t l = 0; l < kLanes; ++l) tk.dtu[l] = tk.dt[l] * tk.u[l];
 }
 
 void load_block_params(const SelectiveScanInputs& in, int64_t d0, int64_t dw, BlockParams& bp) {
@@ -143,39 +168,64 @@ inline void token_gate(const SelectiveScanInputs& in, int64_t row, int64_t dw, f
 // ---------------------------------------------------------------------------------------------
 // Forward
 
-void fwd_item_sequential(const SelectiveScanInputs& in, int64_t b, int64_t d0, int64_t dw, float* out,
+// Tokens whose per-lane preprocessing (softplus) and gating run as one batch: one token's softplus
+// is a ~150-cycle dependency chain on a single vector, which a batch turns into independent work.
+constexpr int64_t kTokenBatch = 16;
+
+// Channel blocks per forward work item (up to): consecutive blocks share every token's rows, so a
+// row's cache lines and page translation serve several blocks instead of one. Rows are D floats
+// apart, so with one 64-byte block per item almost every load touches a new page.
+constexpr int64_t kMaxGroups = 4;
+
+// Blocks [blk0, blk0 + n_groups) of batch row b.
+void fwd_item_sequential(const SelectiveScanInputs& in, int64_t b, int64_t blk0, int64_t n_groups, float* out,
                          float* ht) {
-  const int64_t T = in.T, D = in.D, N = in.N;
-  float* At = scratch_floats(kSlotSmall, N * kLanes);
-  float* h = scratch_floats(kSlotH, N * kLanes);
-  load_A_block(in.A, d0, dw, N, At);
-  load_state(in.h0, b, d0, dw, D, N, h);
-  BlockParams bp;
-  load_block_params(in, d0, dw, bp);
-  TokenLanes tk;
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t row = (b * T + t) * D + d0;
-    load_token(in, bp, row, dw, false, tk);
-    const float* Bt = in.Bm + (b * T + t) * N;
-    const float* Ct = in.Cm + (b * T + t) * N;
-    alignas(64) float y[kLanes];
-#pragma omp simd
-    for (int64_t l = 0; l < kLanes; ++l) y[l] = bp.skip[l] * tk.u[l];
-    for (int64_t n = 0; n < N; ++n) {
-      const float bn = Bt[n], cn = Ct[n];
-      const float* an = At + n * kLanes;
-      float* hn = h + n * kLanes;
-#pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const float hv = std::fma(exp_approx(tk.dt[l] * an[l]), hn[l], tk.dtu[l] * bn);
-        hn[l] = hv;
-        y[l] = std::fma(hv, cn, y[l]);
-      }
-    }
-    token_gate(in, row, dw, y);
-    store_lanes(out + row, y, dw);
+  const int64_t T = in.T, D = in.D, N = in.N, W = N * kLanes;
+  float* At = scratch_floats(kSlotSmall, n_groups * W);
+  float* h = scratch_floats(kSlotH, n_groups * W);
+  BlockParams bp[kMaxGroups];
+  int64_t d0[kMaxGroups], dw[kMaxGroups];
+  for (int64_t g = 0; g < n_groups; ++g) {
+    d0[g] = (blk0 + g) * kLanes;
+    dw[g] = std::min(kLanes, D - d0[g]);
+    load_A_block(in.A, d0[g], dw[g], N, At + g * W);
+    load_state(in.h0, b, d0[g], dw[g], D, N, h + g * W);
+    load_block_params(in, d0[g], dw[g], bp[g]);
   }
-  if (ht) store_state(h, b, d0, dw, D, N, ht);
+  TokenLanes tk[kMaxGroups][kTokenBatch];
+  alignas(64) float y[kMaxGroups][kTokenBatch][kLanes];
+  for (int64_t t0 = 0; t0 < T; t0 += kTokenBatch) {
+    const int64_t len = std::min(kTokenBatch, T - t0);
+    for (int64_t g = 0; g < n_groups; ++g) load_tokens(in, bp[g], b, t0, len, d0[g], dw[g], false, tk[g]);
+    for (int64_t g = 0; g < n_groups; ++g)
+      for (int64_t i = 0; i < len; ++i) {
+        const float* Bt = in.Bm + (b * T + t0 + i) * N;
+        const float* Ct = in.Cm + (b * T + t0 + i) * N;
+        const TokenLanes& k = tk[g][i];
+        float* yi = y[g][i];
+#pragma omp simd
+        for (int64_t l = 0; l < kLanes; ++l) yi[l] = bp[g].skip[l] * k.u[l];
+        for (int64_t n = 0; n < N; ++n) {
+          const float bn = Bt[n], cn = Ct[n];
+          const float* an = At + g * W + n * kLanes;
+          float* hn = h + g * W + n * kLanes;
+#pragma omp simd
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const float hv = std::fma(exp_approx(k.dt[l] * an[l]), hn[l], k.dtu[l] * bn);
+            hn[l] = hv;
+            yi[l] = std::fma(hv, cn, yi[l]);
+          }
+        }
+      }
+    for (int64_t i = 0; i < len; ++i)
+      for (int64_t g = 0; g < n_groups; ++g) {
+        const int64_t row = (b * T + t0 + i) * D + d0[g];
+        token_gate(in, row, dw[g], y[g][i]);
+        store_lanes(out + row, y[g][i], dw[g]);
+      }
+  }
+  if (ht)
+    for (int64_t g = 0; g < n_groups; ++g) store_state(h + g * W, b, d0[g], dw[g], D, N, ht);
 }
 
 void fwd_item_blelloch(const SelectiveScanInputs& in, int64_t b, int64_t d0, int64_t dw, float* out,
@@ -183,27 +233,26 @@ void fwd_item_blelloch(const SelectiveScanInputs& in, int64_t b, int64_t d0, int
   const int64_t T = in.T, D = in.D, N = in.N, W = N * kLanes;
   float* At = scratch_floats(kSlotSmall, W);
   float* h = scratch_floats(kSlotH, W);
-  float* ea = scratch_floats(kSlotChunkA, kChunk * W);
-  float* eb = scratch_floats(kSlotChunkB, kChunk * W);
+  const int64_t chunk = chunk_len(N);
+  float* ea = scratch_floats(kSlotChunkA, chunk * W);
+  float* eb = scratch_floats(kSlotChunkB, chunk * W);
   load_A_block(in.A, d0, dw, N, At);
   load_state(in.h0, b, d0, dw, D, N, h);
   BlockParams bp;
   load_block_params(in, d0, dw, bp);
-  TokenLanes tk;
-  for (int64_t t0 = 0; t0 < T; t0 += kChunk) {
-    const int64_t len = std::min(kChunk, T - t0), L = next_pow2(len);
-    for (int64_t i = 0; i < len; ++i) {
-      load_token(in, bp, (b * T + t0 + i) * D + d0, dw, false, tk);
-      token_elements(tk, At, in.Bm + (b * T + t0 + i) * N, N, ea + i * W, eb + i * W);
-    }
+  TokenLanes tk[kMaxChunk];
+  for (int64_t t0 = 0; t0 < T; t0 += chunk) {
+    const int64_t len = std::min(chunk, T - t0), L = next_pow2(len);
+    load_tokens(in, bp, b, t0, len, d0, dw, false, tk);
+    for (int64_t i = 0; i < len; ++i)
+      token_elements(tk[i], At, in.Bm + (b * T + t0 + i) * N, N, ea + i * W, eb + i * W);
     std::fill(ea + len * W, ea + L * W, 1.f);  // identity elements pad to a power of two
     std::fill(eb + len * W, eb + L * W, 0.f);
     blelloch_scan(ea, eb, L, W, h);
     for (int64_t i = 0; i < len; ++i) {
       const int64_t row = (b * T + t0 + i) * D + d0;
-      load_token(in, bp, row, dw, false, tk);
       alignas(64) float y[kLanes];
-      token_readout(tk, bp, eb + i * W, in.Cm + (b * T + t0 + i) * N, N, y);
+      token_readout(tk[i], bp, eb + i * W, in.Cm + (b * T + t0 + i) * N, N, y);
       token_gate(in, row, dw, y);
       store_lanes(out + row, y, dw);
     }
@@ -248,10 +297,10 @@ inline void token_output_grads(const SelectiveScanInputs& in, const BlockParams&
   }
   for (int64_t n = 0; n < N; ++n) {
     const float* hn = h + n * kLanes;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t l = 0; l < kLanes; ++l) s += dy[l] * hn[l];
-    dC_row[n] += s;
+    alignas(64) float prod[kLanes];
+#pragma omp simd
+    for (int64_t l = 0; l < kLanes; ++l) prod[l] = dy[l] * hn[l];
+    dC_row[n] += lane_sum(prod);
   }
 }
 
@@ -267,16 +316,16 @@ inline void token_step_grads(const TokenLanes& tk, const float* At, const float*
     const float* an = a + n * kLanes;
     const float* Ann = At + n * kLanes;
     float* dAn = acc.dA + n * kLanes;
-    float s = 0.f;
-#pragma omp simd reduction(+ : s)
+    alignas(64) float prod[kLanes];
+#pragma omp simd
     for (int64_t l = 0; l < kLanes; ++l) {
       const float dlog = gn[l] * hp[l] * an[l];  // dL/d(dt * A)
       dAn[l] = std::fma(dlog, tk.dt[l], dAn[l]);
       ddt[l] += dlog * Ann[l] + gn[l] * bn * tk.u[l];
       du_l[l] = std::fma(gn[l] * bn, tk.dt[l], du_l[l]);
-      s += gn[l] * tk.dtu[l];
+      prod[l] = gn[l] * tk.dtu[l];
     }
-    dB_row[n] += s;
+    dB_row[n] += lane_sum(prod);
   }
 }
 
@@ -294,36 +343,38 @@ inline void token_store_input_grads(const TokenLanes& tk, const float* ddt, cons
 }
 
 // Forward pass over the whole sequence storing only the state entering each chunk: bound[c] ([N][kLanes]).
+// ea, eb: [chunk_len(N)][N][kLanes] work space for the Blelloch form.
 void chunk_boundaries(const SelectiveScanInputs& in, const BlockParams& bp, const float* At, int64_t b,
-                      int64_t d0, int64_t dw, ScanForm form, float* h, float* bound) {
-  const int64_t T = in.T, D = in.D, N = in.N, W = N * kLanes;
-  TokenLanes tk;
+                      int64_t d0, int64_t dw, ScanForm form, float* h, float* bound, float* ea, float* eb) {
+  const int64_t T = in.T, N = in.N, W = N * kLanes, chunk = chunk_len(N);
+  TokenLanes tk[kMaxChunk];
   if (form == ScanForm::blelloch) {
-    float* ea = scratch_floats(kSlotChunkA, kChunk * W);
-    float* eb = scratch_floats(kSlotChunkB, kChunk * W);
-    for (int64_t t0 = 0, c = 0; t0 < T; t0 += kChunk, ++c) {
+    for (int64_t t0 = 0, c = 0; t0 < T; t0 += chunk, ++c) {
       std::memcpy(bound + c * W, h, W * sizeof(float));
-      const int64_t len = std::min(kChunk, T - t0), L = next_pow2(len);
-      for (int64_t i = 0; i < len; ++i) {
-        load_token(in, bp, (b * T + t0 + i) * D + d0, dw, false, tk);
-        token_elements(tk, At, in.Bm + (b * T + t0 + i) * N, N, ea + i * W, eb + i * W);
-      }
+      const int64_t len = std::min(chunk, T - t0), L = next_pow2(len);
+      load_tokens(in, bp, b, t0, len, d0, dw, false, tk);
+      for (int64_t i = 0; i < len; ++i)
+        token_elements(tk[i], At, in.Bm + (b * T + t0 + i) * N, N, ea + i * W, eb + i * W);
       std::fill(ea + len * W, ea + L * W, 1.f);
       std::fill(eb + len * W, eb + L * W, 0.f);
       blelloch_scan(ea, eb, L, W, h);
     }
     return;
   }
-  for (int64_t t = 0; t < T; ++t) {
-    if (t % kChunk == 0) std::memcpy(bound + (t / kChunk) * W, h, W * sizeof(float));
-    load_token(in, bp, (b * T + t) * D + d0, dw, false, tk);
-    const float* Bt = in.Bm + (b * T + t) * N;
-    for (int64_t n = 0; n < N; ++n) {
-      const float bn = Bt[n];
-      const float* an = At + n * kLanes;
-      float* hn = h + n * kLanes;
+  for (int64_t t0 = 0, c = 0; t0 < T; t0 += chunk, ++c) {
+    std::memcpy(bound + c * W, h, W * sizeof(float));
+    const int64_t len = std::min(chunk, T - t0);
+    load_tokens(in, bp, b, t0, len, d0, dw, false, tk);
+    for (int64_t i = 0; i < len; ++i) {
+      const float* Bt = in.Bm + (b * T + t0 + i) * N;
+      for (int64_t n = 0; n < N; ++n) {
+        const float bn = Bt[n];
+        const float* an = At + n * kLanes;
+        float* hn = h + n * kLanes;
 #pragma omp simd
-      for (int64_t l = 0; l < kLanes; ++l) hn[l] = std::fma(exp_approx(tk.dt[l] * an[l]), hn[l], tk.dtu[l] * bn);
+        for (int64_t l = 0; l < kLanes; ++l)
+          hn[l] = std::fma(exp_approx(tk[i].dt[l] * an[l]), hn[l], tk[i].dtu[l] * bn);
+      }
     }
   }
 }
@@ -332,16 +383,21 @@ void chunk_boundaries(const SelectiveScanInputs& in, const BlockParams& bp, cons
 void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht, const SelectiveScanGrads& g,
               ScanForm form, int64_t b, int64_t d0, int64_t dw, float* dB_part, float* dC_part) {
   const int64_t T = in.T, D = in.D, N = in.N, W = N * kLanes;
-  const int64_t n_chunks = (T + kChunk - 1) / kChunk;
+  const int64_t chunk = chunk_len(N);
+  const int64_t n_chunks = (T + chunk - 1) / chunk;
   float* small = scratch_floats(kSlotSmall, 4 * W);
   float* At = small;
   float* h = small + W;   // running state (boundary pass), then the reverse scan's carry
   float* dh = small + 2 * W;
   BlockGradAcc acc;
   acc.dA = small + 3 * W;
-  float* hbuf = scratch_floats(kSlotChunkA, kChunk * W);    // h_t for the chunk's tokens
-  float* abuf = scratch_floats(kSlotChunkB, kChunk * W);    // a_t for the chunk's tokens
+  float* hbuf = scratch_floats(kSlotChunkA, chunk * W);    // h_t for the chunk's tokens
+  float* abuf = scratch_floats(kSlotChunkB, chunk * W);    // a_t for the chunk's tokens
   float* bound = scratch_floats(kSlotBound, std::max<int64_t>(n_chunks, 1) * W);
+  // Blelloch form only: a scan work copy, the reverse scan's g_t, and dy_t per token of the chunk.
+  float* ework = form == ScanForm::blelloch ? scratch_floats(kSlotChunkC, chunk * W) : nullptr;
+  float* gbuf = form == ScanForm::blelloch ? scratch_floats(kSlotChunkD, chunk * W) : nullptr;
+  float* dybuf = form == ScanForm::blelloch ? scratch_floats(kSlotH, chunk * kLanes) : nullptr;
   load_A_block(in.A, d0, dw, N, At);
   BlockParams bp;
   load_block_params(in, d0, dw, bp);
@@ -350,19 +406,20 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
   std::fill(acc.dbias, acc.dbias + kLanes, 0.f);
 
   load_state(in.h0, b, d0, dw, D, N, h);
-  chunk_boundaries(in, bp, At, b, d0, dw, form, h, bound);
-  load_state(dht, b, d0, dw, D, N, dh);  // dL/dh_{T-1} from the final state (before token T-1's output)
+  chunk_boundaries(in, bp, At, b, d0, dw, form, h, bound, hbuf, abuf);
+  load_state(dht, b, d0, dw, D, N, dh);  // dL/dh_{T-1} arriving from the final state
 
-  TokenLanes tk;
+  TokenLanes tk[kMaxChunk];
   alignas(64) float dy[kLanes], du_l[kLanes], ddt[kLanes];
   for (int64_t c = n_chunks - 1; c >= 0; --c) {
-    const int64_t t0 = c * kChunk, len = std::min(kChunk, T - t0);
+    const int64_t t0 = c * chunk, len = std::min(chunk, T - t0);
     const float* hstart = bound + c * W;
+    load_tokens(in, bp, b, t0, len, d0, dw, true, tk);
     if (form == ScanForm::sequential) {
       // Recompute the chunk's states and decays from its boundary state.
       const float* hp = hstart;
       for (int64_t i = 0; i < len; ++i) {
-        load_token(in, bp, (b * T + t0 + i) * D + d0, dw, false, tk);
+        const TokenLanes& k = tk[i];
         const float* Bt = in.Bm + (b * T + t0 + i) * N;
         float* hi = hbuf + i * W;
         float* ai = abuf + i * W;
@@ -371,9 +428,9 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
           const float* an = At + n * kLanes;
 #pragma omp simd
           for (int64_t l = 0; l < kLanes; ++l) {
-            const float a = exp_approx(tk.dt[l] * an[l]);
+            const float a = exp_approx(k.dt[l] * an[l]);
             ai[n * kLanes + l] = a;
-            hi[n * kLanes + l] = std::fma(a, hp[n * kLanes + l], tk.dtu[l] * bn);
+            hi[n * kLanes + l] = std::fma(a, hp[n * kLanes + l], k.dtu[l] * bn);
           }
         }
         hp = hi;
@@ -381,10 +438,9 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
       // Reverse token loop: dh holds dL/dh_t from the future; add the output's share, then step back.
       for (int64_t i = len - 1; i >= 0; --i) {
         const int64_t t = t0 + i, row = (b * T + t) * D + d0;
-        load_token(in, bp, row, dw, true, tk);
         const float* Bt = in.Bm + (b * T + t) * N;
         const float* Ct = in.Cm + (b * T + t) * N;
-        token_output_grads(in, bp, tk, hbuf + i * W, Ct, dout, row, dw, g, acc, dy, du_l, dC_part + t * N);
+        token_output_grads(in, bp, tk[i], hbuf + i * W, Ct, dout, row, dw, g, acc, dy, du_l, dC_part + t * N);
         for (int64_t n = 0; n < N; ++n) {
           const float cn = Ct[n];
           float* dhn = dh + n * kLanes;
@@ -393,8 +449,8 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
         }
         std::fill(ddt, ddt + kLanes, 0.f);
         const float* hprev = i > 0 ? hbuf + (i - 1) * W : hstart;
-        token_step_grads(tk, At, Bt, dh, hprev, abuf + i * W, N, acc, ddt, du_l, dB_part + t * N);
-        token_store_input_grads(tk, ddt, du_l, row, dw, g, acc);
+        token_step_grads(tk[i], At, Bt, dh, hprev, abuf + i * W, N, acc, ddt, du_l, dB_part + t * N);
+        token_store_input_grads(tk[i], ddt, du_l, row, dw, g, acc);
         const float* ai = abuf + i * W;
 #pragma omp simd
         for (int64_t w = 0; w < W; ++w) dh[w] *= ai[w];
@@ -403,25 +459,18 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
       // Parallel form: forward scan of the chunk from its boundary, then a reverse scan for
       // g_t = dL/dh_t = a_{t+1} g_{t+1} + Cm_t * dy_t whose carry (dh) is dL/dh_{t1-1} from later
       // chunks (dht for the last one).
-      float* ework = scratch_floats(kSlotChunkC, kChunk * W);
-      float* gbuf = scratch_floats(kSlotChunkD, kChunk * W);
-      float* dybuf = scratch_floats(kSlotH, kChunk * kLanes);  // h is free during this phase
       const int64_t L = next_pow2(len);
-      for (int64_t i = 0; i < len; ++i) {
-        load_token(in, bp, (b * T + t0 + i) * D + d0, dw, false, tk);
-        token_elements(tk, At, in.Bm + (b * T + t0 + i) * N, N, abuf + i * W, hbuf + i * W);
-      }
+      for (int64_t i = 0; i < len; ++i)
+        token_elements(tk[i], At, in.Bm + (b * T + t0 + i) * N, N, abuf + i * W, hbuf + i * W);
       std::fill(abuf + len * W, abuf + L * W, 1.f);
       std::fill(hbuf + len * W, hbuf + L * W, 0.f);
       std::memcpy(ework, abuf, L * W * sizeof(float));
-      float* hcarry = small + W;  // reuse h: the boundary state is copied in, the scan advances it
-      std::memcpy(hcarry, hstart, W * sizeof(float));
-      blelloch_scan(ework, hbuf, L, W, hcarry);
+      std::memcpy(h, hstart, W * sizeof(float));  // h is free after the boundary pass
+      blelloch_scan(ework, hbuf, L, W, h);
       // Output-side gradients per token (dy, dz, dskip, dC); du_l is finished in the step loop below.
       for (int64_t i = 0; i < len; ++i) {
         const int64_t t = t0 + i, row = (b * T + t) * D + d0;
-        load_token(in, bp, row, dw, false, tk);
-        token_output_grads(in, bp, tk, hbuf + i * W, in.Cm + (b * T + t) * N, dout, row, dw, g, acc,
+        token_output_grads(in, bp, tk[i], hbuf + i * W, in.Cm + (b * T + t) * N, dout, row, dw, g, acc,
                            dybuf + i * kLanes, du_l, dC_part + t * N);
       }
       // Reverse elements: row r is token i = len-1-r with (a_{t+1}, Cm_t * dy_t).
@@ -446,15 +495,14 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
       blelloch_scan(ework, gbuf, L, W, dh);  // dh becomes g_{t0}
       for (int64_t i = 0; i < len; ++i) {
         const int64_t t = t0 + i, row = (b * T + t) * D + d0;
-        load_token(in, bp, row, dw, true, tk);
         const float* dyi = dybuf + i * kLanes;
 #pragma omp simd
         for (int64_t l = 0; l < kLanes; ++l) du_l[l] = dyi[l] * bp.skip[l];
         std::fill(ddt, ddt + kLanes, 0.f);
         const float* hprev = i > 0 ? hbuf + (i - 1) * W : hstart;
-        token_step_grads(tk, At, in.Bm + (b * T + t) * N, gbuf + (len - 1 - i) * W, hprev, abuf + i * W, N,
+        token_step_grads(tk[i], At, in.Bm + (b * T + t) * N, gbuf + (len - 1 - i) * W, hprev, abuf + i * W, N,
                          acc, ddt, du_l, dB_part + t * N);
-        token_store_input_grads(tk, ddt, du_l, row, dw, g, acc);
+        token_store_input_grads(tk[i], ddt, du_l, row, dw, g, acc);
       }
       // Hand dL/dh_{t0-1} = a_{t0} g_{t0} to the previous chunk.
 #pragma omp simd
@@ -474,20 +522,31 @@ void bwd_item(const SelectiveScanInputs& in, const float* dout, const float* dht
 }  // namespace
 
 void selective_scan_fwd(const SelectiveScanInputs& in, float* out, float* ht, ScanForm form) {
-  const int64_t n_blocks = num_blocks(in.D), n_items = in.B * n_blocks;
+  SW_DASSERT(in.N > 0 && in.u && in.delta && in.A && in.Bm && in.Cm);
+  const int64_t n_blocks = num_blocks(in.D);
+  if (form == ScanForm::blelloch) {
 #pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < n_items; ++item) {
-    const int64_t b = item / n_blocks, d0 = (item % n_blocks) * kLanes;
-    const int64_t dw = std::min(kLanes, in.D - d0);
-    if (form == ScanForm::blelloch)
-      fwd_item_blelloch(in, b, d0, dw, out, ht);
-    else
-      fwd_item_sequential(in, b, d0, dw, out, ht);
+    for (int64_t item = 0; item < in.B * n_blocks; ++item) {
+      const int64_t b = item / n_blocks, d0 = (item % n_blocks) * kLanes;
+      fwd_item_blelloch(in, b, d0, std::min(kLanes, in.D - d0), out, ht);
+    }
+    return;
+  }
+  // Group blocks only while at least 4 items per thread remain, so both cores stay busy.
+  const int64_t per_thread = in.B * n_blocks / (4 * omp_get_max_threads());
+  const int64_t groups = std::clamp<int64_t>(per_thread, 1, kMaxGroups);
+  const int64_t items_per_row = (n_blocks + groups - 1) / groups;
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < in.B * items_per_row; ++item) {
+    const int64_t b = item / items_per_row, blk0 = (item % items_per_row) * groups;
+    fwd_item_sequential(in, b, blk0, std::min(groups, n_blocks - blk0), out, ht);
   }
 }
 
 void selective_scan_bwd(const SelectiveScanInputs& in, const float* dout, const float* dht,
                         const SelectiveScanGrads& grads, ScanForm form) {
+  SW_DASSERT(in.N > 0 && dout);
+  SW_DASSERT(!(grads.dz && !in.z));
   const int64_t B = in.B, T = in.T, D = in.D, N = in.N;
   const int64_t n_blocks = num_blocks(D);
   if (grads.dA) std::fill(grads.dA, grads.dA + D * N, 0.f);

@@ -11,9 +11,12 @@
 // the state [B, D, N]. The parallel form (ScanForm::blelloch) runs a work-efficient scan over chunks
 // of T; both forms parallelise over (batch, block of 16 channels) and vectorise over channels.
 //
-// The backward keeps O(chunk) memory per work item: it recomputes the forward once to store the state
-// at every chunk boundary (T / 64 states), then walks the chunks in reverse, recomputing each chunk's
-// states from its boundary.
+// The backward keeps O(chunk) memory per work item rather than a [D, N] state per token: it recomputes
+// the forward once to store the state at every chunk boundary (chunks of 64 tokens, fewer for large N
+// so that a chunk's buffers stay in L2), then walks the chunks in reverse, recomputing each chunk's
+// states from its boundary. The Blelloch form does both passes with scans (the reverse one runs
+// g_t = exp(dt_{t+1} A) g_{t+1} + Cm_t dy_t backwards in time). Bm/Cm gradients are summed over channel
+// blocks in per-thread buffers reduced in a fixed order, so results do not depend on scheduling.
 #pragma once
 
 #include <cstdint>
@@ -36,8 +39,9 @@ struct SelectiveScanInputs {
   int64_t B = 0, T = 0, D = 0, N = 0;
 };
 
-// Gradient outputs, overwritten. A pointer may be nullptr when its gradient is not wanted; dDskip,
-// dz, ddelta_bias and dh0 must be nullptr when the matching input is absent.
+// Gradient outputs, overwritten. A pointer may be nullptr when its gradient is not wanted. dz must be
+// nullptr without a gate; dDskip, ddelta_bias and dh0 without their input are the gradients w.r.t. a
+// zero skip, bias or initial state.
 struct SelectiveScanGrads {
   float* du = nullptr;           // [B, T, D]
   float* ddelta = nullptr;       // [B, T, D] (w.r.t. the raw delta input)
