@@ -17,7 +17,7 @@ namespace {
 
 struct BenchArgs {
   std::string out = "bench.json";
-  bool quick = false, ops = false, bf16_weights = false;
+  bool quick = false, ops = false, bf16_weights = false, no_bf16_train = false;
   std::vector<std::string> presets, compare;
   std::vector<int64_t> prefill = {512, 4096}, decode = {512, 4096}, train = {512};
   int64_t batch = 1, decode_steps = 32;
@@ -80,6 +80,7 @@ int run_bench(const BenchArgs& a) {
   bench::ModelBenchConfig mc;
   mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
   mc.batch = a.batch, mc.decode_steps = a.decode_steps, mc.bf16_weights = a.bf16_weights;
+  mc.train_bf16 = !a.no_bf16_train;
   mc.min_seconds = a.quick ? 0.05 : 0.3;
   for (const std::string& p : a.presets) {
     models::LanguageModel m(models::resolve_preset(p), p);
@@ -109,6 +110,7 @@ void add_bench_command(CLI::App& app) {
   s->add_option("--batch", a.batch, "Batch size")->capture_default_str();
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
+  s->add_flag("--no-bf16-train", a.no_bf16_train, "Time the training step with f32 GEMMs only");
   s->add_option("--compare", a.compare, "Compare two bench JSON files: --compare A.json B.json")->expected(2);
   set_runner(s, [] { return run_bench(a); });
 }

@@ -12,41 +12,14 @@
 #include "bench/report.h"
 #include "core/timer.h"
 #include "io/atomic_file.h"
-#include "io/corpus.h"
 #include "io/tokenizer.h"
 #include "models/presets.h"
 #include "train/mqar.h"
-#include "train/synthetic_text.h"
+#include "train/text_source.h"
 #include "train/trainer.h"
 
 namespace sw::bench {
 namespace {
-
-struct TextData {
-  std::string name;
-  std::vector<int32_t> tokens;
-};
-
-TextData load_arena_text(const std::string& data, bool progress) {
-  io::ByteTokenizer tok;
-  std::string text, name = data;
-  if (data == "synthetic") {
-    text = train::synthetic_text(4 << 20, 1);
-  } else if (data == "brown") {
-    const char* env = std::getenv("SW_DATA_DIR");
-    std::string path = std::string(env && *env ? env : "data") + "/brown.txt";
-    if (std::filesystem::exists(path)) {
-      text = io::load_text_corpus(path);
-    } else {
-      if (progress) std::fprintf(stderr, "arena: %s not found (scripts/fetch_brown.sh fetches it); using synthetic text\n", path.c_str());
-      text = train::synthetic_text(4 << 20, 1);
-      name = "synthetic";
-    }
-  } else {
-    text = io::load_text_corpus(data);
-  }
-  return {name, tok.encode(text)};
-}
 
 // MQAR settings (Zoology: recall gets harder with more pairs and longer sequences).
 struct MqarSetting {
@@ -125,8 +98,8 @@ nlohmann::json run_arena(const ArenaConfig& cfg) {
   double t_start = now_seconds();
   if (cfg.progress) std::fprintf(stderr, "arena: measuring the machine's ceilings...\n");
   Ceilings ceil = measure_ceilings(true);
-  TextData text = load_arena_text(cfg.data, cfg.progress);
-  train::TokenDataset data(text.tokens, 0.05, io::ByteTokenizer::kVocab);
+  train::TextSource text = train::load_text_source(cfg.data, 4 << 20, !cfg.progress);
+  train::TokenDataset data(io::ByteTokenizer().encode(text.text), 0.05, io::ByteTokenizer::kVocab);
   int64_t steps = std::max<int64_t>(10, static_cast<int64_t>(cfg.budget * cfg.train_tokens / (cfg.batch * cfg.seq_len)));
   int64_t mqar_steps = std::max<int64_t>(10, static_cast<int64_t>(cfg.budget * cfg.mqar_steps));
   std::vector<int64_t> lengths = cfg.lengths;

@@ -6,6 +6,7 @@
 
 #include "core/allocator.h"
 #include "core/timer.h"
+#include "nn/layers.h"
 #include "nn/profile.h"
 #include "train/optimizer.h"
 
@@ -76,9 +77,12 @@ DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batc
   return d;
 }
 
-TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds) {
+TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
+                            DType precision) {
   TrainPoint p;
-  p.len = len, p.batch = batch;
+  p.len = len, p.batch = batch, p.precision = dtype_name(precision);
+  DType prev = nn::matmul_dtype();
+  nn::set_matmul_dtype(precision);
   Tensor ids = random_ids(batch, len, m.config().vocab_size, 10), tgt = random_ids(batch, len, m.config().vocab_size, 11);
   train::OptimizerConfig oc;
   train::Optimizer opt(m, oc);
@@ -92,9 +96,11 @@ TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch
       },
       min_seconds, 2);
   p.peak_bytes = memory_stats().peak_bytes - base;
+  nn::set_matmul_dtype(prev);
   m.zero_grad();
   p.tokens_per_s = static_cast<double>(batch * len) / t;
-  p.mfu = p.tokens_per_s * 3.0 * m.forward_flops_per_token(len / 2) / (c.f32_gflops * 1e9);
+  double ceiling = precision == DType::bf16 ? c.bf16_gflops : c.f32_gflops;
+  p.mfu = p.tokens_per_s * 3.0 * m.forward_flops_per_token(len / 2) / (ceiling * 1e9);
   return p;
 }
 
@@ -107,6 +113,7 @@ ModelBenchResult bench_model(models::LanguageModel& m, const std::string& preset
     for (int64_t len : cfg.train_lengths) {
       if (progress) std::fprintf(stderr, "  %s: train step at %lld tokens...\n", preset.c_str(), static_cast<long long>(len));
       r.train.push_back(bench_train_step(m, len, cfg.batch, c, cfg.min_seconds));
+      if (cfg.train_bf16) r.train.push_back(bench_train_step(m, len, cfg.batch, c, cfg.min_seconds, DType::bf16));
     }
   if (cfg.bf16_weights) m.to_bf16_weights();
   for (int64_t len : cfg.prefill_lengths) {
@@ -133,7 +140,7 @@ nlohmann::json to_json(const ModelBenchResult& r) {
                            {"bytes_per_token", d.bytes_per_token}, {"state_bytes", d.state_bytes},
                            {"attention_share", d.attention_share}});
   for (const TrainPoint& p : r.train)
-    j["train"].push_back({{"len", p.len}, {"batch", p.batch}, {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
+    j["train"].push_back({{"len", p.len}, {"batch", p.batch}, {"precision", p.precision}, {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
                           {"peak_bytes", p.peak_bytes}});
   return j;
 }
@@ -144,9 +151,9 @@ std::string format_table(const ModelBenchResult& r) {
   std::snprintf(line, sizeof line, "%s (%.2fM parameters)\n", r.preset.c_str(), r.params / 1e6);
   os << line;
   for (const TrainPoint& p : r.train) {
-    std::snprintf(line, sizeof line, "  train   B=%-3lld T=%-6lld %10.0f tok/s  MFU %5.1f%%  peak %8.1f MiB\n",
+    std::snprintf(line, sizeof line, "  train   B=%-3lld T=%-6lld %10.0f tok/s  MFU %5.1f%%  peak %8.1f MiB  (%s GEMMs)\n",
                   static_cast<long long>(p.batch), static_cast<long long>(p.len), p.tokens_per_s, 100 * p.mfu,
-                  p.peak_bytes / 1048576.0);
+                  p.peak_bytes / 1048576.0, p.precision.c_str());
     os << line;
   }
   for (const PrefillPoint& p : r.prefill) {

@@ -29,6 +29,7 @@ struct DecodePoint {
 };
 struct TrainPoint {
   int64_t len = 0, batch = 1;
+  std::string precision = "f32";  // GEMM inputs: f32, or bf16 with f32 master weights
   double tokens_per_s = 0, mfu = 0;
   int64_t peak_bytes = 0;
 };
@@ -37,6 +38,7 @@ struct ModelBenchConfig {
   std::vector<int64_t> prefill_lengths = {512, 4096};
   std::vector<int64_t> decode_contexts = {512, 4096};
   std::vector<int64_t> train_lengths = {512};
+  bool train_bf16 = true;  // also time the training step with bf16 GEMMs (mixed precision)
   int64_t batch = 1;
   int64_t decode_steps = 32;
   bool bf16_weights = false;
@@ -45,7 +47,8 @@ struct ModelBenchConfig {
 
 PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds);
 DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batch, int64_t steps, const Ceilings& c);
-TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds);
+TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
+                            DType precision = DType::f32);
 
 // Bytes a decode step reads for the weights: every GEMM weight on a token's path (the embedding
 // lookup reads one row; a tied head reads the whole table).

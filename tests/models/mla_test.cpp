@@ -31,8 +31,8 @@ TEST(Mla, CacheBytesPerTokenBesideMhaAndGqa) {
   std::printf("cache bytes per token (4 layers, d_model 128): MLA %lld, MHA %lld, GQA(2 kv heads) %lld\n",
               static_cast<long long>(per_tok_mla), static_cast<long long>(per_tok_mha),
               static_cast<long long>(per_tok_gqa));
-  // MLA: (d_c 64 + d_rope 16) floats x 4 layers; MHA: 2 x 128 floats x 4 layers; GQA: half of MHA.
-  EXPECT_EQ(per_tok_mla, (64 + 16) * 4 * 4);
+  // MLA: (d_c 48 + d_rope 16) floats x 4 layers; MHA: 2 x 128 floats x 4 layers; GQA: half of MHA.
+  EXPECT_EQ(per_tok_mla, (48 + 16) * 4 * 4);
   EXPECT_EQ(per_tok_mha, 2 * 128 * 4 * 4);
   EXPECT_EQ(per_tok_gqa, per_tok_mha / 2);
   auto st = a.new_state(1);
@@ -41,7 +41,7 @@ TEST(Mla, CacheBytesPerTokenBesideMhaAndGqa) {
   // The live cache holds exactly the latent rows (capacity may exceed the length).
   auto* lc = static_cast<nn::LatentCache*>(st->layers[0].get());
   EXPECT_EQ(lc->length(), 300);
-  EXPECT_EQ(lc->rows().dim(2), 64 + 16);
+  EXPECT_EQ(lc->rows().dim(2), 48 + 16);
 }
 
 TEST(Mla, TrainsAndBackpropagates) {
