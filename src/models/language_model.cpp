@@ -87,12 +87,14 @@ int64_t LanguageModel::state_bytes(int64_t context) {
   return total;
 }
 
-double LanguageModel::forward_flops_per_token(int64_t context) {
+double LanguageModel::forward_flops_per_token(int64_t context, bool include_head) {
   double gemm_weights = 0;
   visit_parameters([&](const std::string& name, nn::Parameter& p) {
-    if (p.var.data().ndim() == 2 && name.rfind("embed.", 0) != 0) gemm_weights += static_cast<double>(p.var.numel());
+    bool is_head = name.rfind("head.", 0) == 0;
+    if (p.var.data().ndim() == 2 && name.rfind("embed.", 0) != 0 && (include_head || !is_head))
+      gemm_weights += static_cast<double>(p.var.numel());
   });
-  if (cfg_.tie_embeddings) gemm_weights += static_cast<double>(cfg_.vocab_size * cfg_.d_model);  // the tied head
+  if (cfg_.tie_embeddings && include_head) gemm_weights += static_cast<double>(cfg_.vocab_size * cfg_.d_model);
   double extra = 0;
   for (Block* b : blocks_) extra += b->mixer().extra_flops_per_token(context);
   return 2.0 * gemm_weights + extra;

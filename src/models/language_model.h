@@ -54,7 +54,9 @@ class LanguageModel : public nn::Module {
   int64_t state_bytes(int64_t context);
   // Forward FLOPs per token at a given context: 2 per weight of every GEMM on the path of a token
   // (the embedding lookup is not a GEMM) plus the mixers' own work (attention scores, state updates).
-  double forward_flops_per_token(int64_t context);
+  // include_head: count the LM head (training computes it for every token; a prefill only for the
+  // last one).
+  double forward_flops_per_token(int64_t context, bool include_head = true);
 
  private:
   ModelConfig cfg_;
