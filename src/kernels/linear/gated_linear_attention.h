@@ -2,7 +2,7 @@
 // diagonally (linear attention, RetNet, Lightning, simple GLA / Mamba2 SSD, GLA, HGRN2, RWKV-6).
 //
 // Per batch b and head h, with state S [K, V] (rows are key channels) and q' = scale * q:
-//   standard read-out (u == nullptr; fla linear_attn / simple_gla / gla, docs/research/fla.md 2.1-2.3):
+//   standard read-out (u == nullptr; fla linear_attn / simple_gla / gla, research/fla.md 2.1-2.3):
 //     S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,      o_t = S_t^T q'_t
 //   RWKV-6 read-out (u != nullptr; fla rwkv6 naive_recurrent_rwkv6, fla.md 2.7): read BEFORE decay,
 //   plus a bonus for the current token:
@@ -16,17 +16,23 @@
 // parallel (training, prefill), each with a backward. The f64 reference that defines the semantics
 // is kernels/ref/gated_linear_attention_ref.h.
 //
-// Layout: activations [B, T, H, D] row-major contiguous, states [B, H, K, V], all fp32.
+// Layout: activations [B, T, H, D] row-major contiguous, states [B, H, K, V], all fp32. Outputs
+// must not alias inputs (gla_step's state is the one in/out buffer).
 // Threads: OpenMP over (batch, head) work items; call from outside any parallel region.
 // Scratch: thread-local slots 0 and 1 (work tiles, recomputed chunk states) and, on the calling
 // thread, slot 2 (cross-batch reduction of du / the per-head constant dg).
+// Speed (Zen5, one core, K = V = 64, in cache): recurrent forward ~140 ns per token and head in
+// every gate mode; chunk forward ~190 ns (scalar / no gate) and ~265 ns (per-channel) at
+// chunk_size 32, so on this CPU the recurrent form is the faster prefill when no chunk states are
+// needed; the chunk backward is 1.3-2x faster than the recurrent one and is the training path.
 #pragma once
 
 #include <cstdint>
 
 namespace sw::kernels {
 
-// How the log-decay g is given. Decay factor is exp(g); g <= 0 expected (not required).
+// How the log-decay g is given. Decay factor is exp(g), g <= 0 (positive g is computed as well,
+// but only stays finite while the growth it implies fits fp32).
 enum class GlaGate {
   kNone,       // g unused (nullptr): plain linear attention, decay 1
   kHeadConst,  // g: [H], one constant per head (RetNet log(gamma_h), Lightning)
@@ -84,7 +90,7 @@ void gla_backward_recurrent(const GlaDims& dims, GlaGate gate, float scale,
                             const float* u,     // [H, K] or nullptr
                             const float* h0,    // [B, H, K, V] or nullptr
                             const float* dout,  // [B, T, H, V] gradient of o
-                            const float* dht,   // [B, H, K, V] gradient of the final state, or nullptr
+                            const float* dht,   // [B, H, K, V] grad of the final state, or nullptr
                             float* dq,          // [B, T, H, K]
                             float* dk,          // [B, T, H, K]
                             float* dv,          // [B, T, H, V]
@@ -94,7 +100,7 @@ void gla_backward_recurrent(const GlaDims& dims, GlaGate gate, float scale,
 
 // ---------------------------------------------------------------------------------------------
 // Chunkwise-parallel form (fla chunk / Mamba2 SSD): chunks of chunk_size tokens (any value >= 1;
-// 16..128 is the useful range, 64 a good default); T need not be a multiple. Intra-chunk decays are
+// 16..128 is the useful range, 32-64 fastest on CPU); T need not be a multiple. Intra-chunk decays are
 // only ever exp of non-positive differences of chunk-local cumulative gates, so any decay strength
 // is safe. chunk_states, if given, receives the state entering each chunk (chunk_states[.., 0, ..]
 // == h0) for the backward: [B, H, NT, K, V] with NT = gla_num_chunks(T, chunk_size).

@@ -51,9 +51,9 @@ constexpr int kTileCols = 64;  // columns of C held in registers (4 zmm per row)
 
 // C[m, n] (+)= sum_p A(m, p) B[p, n] over one MR x NR register tile, p in [p_lo, p_hi).
 template <int MR, int NR>
-inline void tile_micro(int p_lo, int p_hi, const float* __restrict a, ptrdiff_t a_rs, ptrdiff_t a_cs,
-                       const float* __restrict b, ptrdiff_t ldb, float* __restrict c, ptrdiff_t ldc,
-                       bool accumulate) {
+inline void tile_micro(int p_lo, int p_hi, const float* __restrict a, ptrdiff_t a_rs,
+                       ptrdiff_t a_cs, const float* __restrict b, ptrdiff_t ldb,
+                       float* __restrict c, ptrdiff_t ldc, bool accumulate) {
   float acc[MR][NR];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m) {
@@ -76,10 +76,10 @@ inline void tile_micro(int p_lo, int p_hi, const float* __restrict a, ptrdiff_t 
   }
 }
 
-// Narrow remainder (< 16 columns): streams C rows, no register tile.
+// Narrow remainder (< 8 columns): streams C rows, no register tile.
 inline void tile_micro_tail(int mr, int nw, int p_lo, int p_hi, const float* __restrict a,
-                            ptrdiff_t a_rs, ptrdiff_t a_cs, const float* __restrict b, ptrdiff_t ldb,
-                            float* __restrict c, ptrdiff_t ldc, bool accumulate) {
+                            ptrdiff_t a_rs, ptrdiff_t a_cs, const float* __restrict b,
+                            ptrdiff_t ldb, float* __restrict c, ptrdiff_t ldc, bool accumulate) {
   for (int m = 0; m < mr; ++m) {
     float* __restrict cm = c + m * ldc;
     if (!accumulate)
@@ -112,31 +112,37 @@ inline void tile_micro_rows(int mr, int p_lo, int p_hi, const float* a, ptrdiff_
 // C[M x N] (+)= A(M x P) B[P x N], with A(m, p) = a[m * a_rs + p * a_cs] (so a transposed A is
 // just swapped strides), B and C row-major with unit column stride. accumulate = false overwrites
 // C (including rows whose p range is empty under tri).
-inline void tile_gemm(int M, int N, int P, const float* a, ptrdiff_t a_rs, ptrdiff_t a_cs,
-                      const float* b, ptrdiff_t ldb, float* c, ptrdiff_t ldc, bool accumulate,
-                      TileTri tri = TileTri::kFull) {
-  for (int m0 = 0; m0 < M; m0 += kTileRows) {
-    const int mr = std::min(kTileRows, M - m0);
-    int p_lo = 0, p_hi = P;
-    if (tri == TileTri::kLowerA) p_hi = std::min(P, m0 + mr);
-    if (tri == TileTri::kUpperA) p_lo = std::min(P, m0);
+inline void tile_gemm(int64_t M, int64_t N, int64_t P, const float* a, ptrdiff_t a_rs,
+                      ptrdiff_t a_cs, const float* b, ptrdiff_t ldb, float* c, ptrdiff_t ldc,
+                      bool accumulate, TileTri tri = TileTri::kFull) {
+  for (int64_t m0 = 0; m0 < M; m0 += kTileRows) {
+    const int mr = static_cast<int>(std::min<int64_t>(kTileRows, M - m0));
+    int p_lo = 0, p_hi = static_cast<int>(P);
+    if (tri == TileTri::kLowerA) p_hi = static_cast<int>(std::min<int64_t>(P, m0 + mr));
+    if (tri == TileTri::kUpperA) p_lo = static_cast<int>(std::min<int64_t>(P, m0));
     const float* am = a + m0 * a_rs;
     float* cm = c + m0 * ldc;
-    int n0 = 0;
+    int64_t n0 = 0;
     for (; n0 + kTileCols <= N; n0 += kTileCols)
-      tile_micro_rows<kTileCols>(mr, p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb, cm + n0, ldc, accumulate);
+      tile_micro_rows<kTileCols>(mr, p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb, cm + n0, ldc,
+                                 accumulate);
     for (; n0 + 16 <= N; n0 += 16)
       tile_micro_rows<16>(mr, p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb, cm + n0, ldc, accumulate);
+    if (n0 + 8 <= N) {
+      tile_micro_rows<8>(mr, p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb, cm + n0, ldc, accumulate);
+      n0 += 8;
+    }
     if (n0 < N)
-      tile_micro_tail(mr, N - n0, p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb, cm + n0, ldc, accumulate);
+      tile_micro_tail(mr, static_cast<int>(N - n0), p_lo, p_hi, am, a_rs, a_cs, b + n0, ldb,
+                      cm + n0, ldc, accumulate);
   }
 }
 
 // dst[c][r] = src[r][c] for an R x C block (row strides given).
-inline void tile_transpose(int R, int C, const float* __restrict src, ptrdiff_t lds,
+inline void tile_transpose(int64_t R, int64_t C, const float* __restrict src, ptrdiff_t lds,
                            float* __restrict dst, ptrdiff_t ldd) {
-  for (int r = 0; r < R; ++r)
-    for (int c = 0; c < C; ++c) dst[c * ldd + r] = src[r * lds + c];
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) dst[c * ldd + r] = src[r * lds + c];
 }
 
 }  // namespace sw::kernels::gla_detail

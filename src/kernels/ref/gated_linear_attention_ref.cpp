@@ -58,10 +58,10 @@ void gla_forward_ref(const GlaDims& d, GlaGate gate, double scale, const double*
   }
 }
 
-void gla_backward_ref(const GlaDims& d, GlaGate gate, double scale, const double* q, const double* k,
-                      const double* v, const double* g, const double* u, const double* h0,
-                      const double* dout, const double* dht, double* dq, double* dk, double* dv,
-                      double* dg, double* du, double* dh0) {
+void gla_backward_ref(const GlaDims& d, GlaGate gate, double scale, const double* q,
+                      const double* k, const double* v, const double* g, const double* u,
+                      const double* h0, const double* dout, const double* dht, double* dq,
+                      double* dk, double* dv, double* dg, double* du, double* dh0) {
   const int64_t T = d.seq_len, H = d.heads, K = d.key_dim, V = d.value_dim;
   if (du)
     for (int64_t i = 0; i < H * K; ++i) du[i] = 0.0;

@@ -3,7 +3,7 @@
 //
 //   standard: S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T,  o_t = S_t^T (scale q_t)
 //   RWKV-6 (u given): o_t = S_{t-1}^T (scale q_t) + ((scale q_t) . (u ⊙ k_t)) v_t, same update
-// (fla linear_attn/simple_gla/gla naive, rwkv6 naive_recurrent_rwkv6; docs/research/fla.md 2.1-2.7).
+// (fla linear_attn/simple_gla/gla naive, rwkv6 naive_recurrent_rwkv6; research/fla.md 2.1-2.7).
 // The backward differentiates the update directly (dg_t = exp(g_t) ⊙ rowsum(dS_t ⊙ S_{t-1})), i.e.
 // NOT the reverse-cumsum identity the fp32 kernels use, so the tests compare two derivations.
 // Layout as the kernels: [B, T, H, D] activations, [B, H, K, V] states. Slow; tests only.
