@@ -131,6 +131,7 @@ TrainResult Trainer::run() {
   double peak = opts_.progress || !opts_.log_path.empty() ? probe_gemm_gflops(prec) * 1e9 : 0;
   int64_t tokens_per_step = cfg_.batch * cfg_.seq_len * cfg_.grad_accum;
   double t_start = now_seconds(), t_window = t_start;
+  double step_seconds = 0;  // time in training steps only: excludes evaluation and checkpoint writes
   int64_t window_tokens = 0, first_step = step_;
   auto do_eval = [&] {
     EvalResult e = evaluate(model_, data_, cfg_.batch, cfg_.seq_len, cfg_.eval_batches, opts_.bytes_per_token);
@@ -144,6 +145,7 @@ TrainResult Trainer::run() {
           << "\n" << std::flush;
   };
   while (step_ < cfg_.steps) {
+    double t_step = now_seconds();
     double lr = learning_rate(cfg_.schedule, step_, cfg_.steps);
     model_.zero_grad();
     double loss_sum = 0;
@@ -168,6 +170,7 @@ TrainResult Trainer::run() {
       opt_.step(lr);
     }
     res.losses.emplace_back(step_, loss);
+    step_seconds += now_seconds() - t_step;
     bool last = step_ == cfg_.steps;
     if (step_ % cfg_.log_every == 0 || last) {
       double now = now_seconds();
@@ -185,9 +188,11 @@ TrainResult Trainer::run() {
             << "\n" << std::flush;
       t_window = now, window_tokens = 0;
     }
+    double t_pause = now_seconds();  // evaluation and checkpoints do not count against tokens/s
     if (cfg_.eval_every > 0 && step_ % cfg_.eval_every == 0 && !last) do_eval();
     if (cfg_.save_every > 0 && step_ % cfg_.save_every == 0 && !opts_.checkpoint_path.empty() && !last)
       save(opts_.checkpoint_path);
+    t_window += now_seconds() - t_pause;
     bool out_of_time = cfg_.max_seconds > 0 && now_seconds() - t_start > cfg_.max_seconds;
     if (g_interrupt_at_step.load() == step_) {
       g_interrupt_at_step.store(-1);
@@ -208,7 +213,7 @@ TrainResult Trainer::run() {
   res.steps_done = step_;
   res.tokens = tokens_;
   res.seconds = now_seconds() - t_start;
-  res.tokens_per_second = (step_ - first_step) * static_cast<double>(tokens_per_step) / std::max(1e-9, res.seconds);
+  res.tokens_per_second = (step_ - first_step) * static_cast<double>(tokens_per_step) / std::max(1e-9, step_seconds);
   res.mfu = peak > 0 ? res.tokens_per_second * flops_per_token / peak : 0;
   return res;
 }

@@ -76,7 +76,8 @@ struct TrainResult {
   std::vector<std::pair<int64_t, double>> losses;  // (step, training loss) of every step
   std::vector<std::pair<int64_t, EvalResult>> evals;
   int64_t steps_done = 0, tokens = 0;
-  double seconds = 0, tokens_per_second = 0, mfu = 0;
+  double seconds = 0;                   // wall time of run(), evaluations included
+  double tokens_per_second = 0, mfu = 0;  // over the training steps only
   bool interrupted = false;  // stopped by SIGINT or the time budget
 };
 
