@@ -16,7 +16,7 @@ Shape broadcast_shape(const Shape& a, const Shape& b, const char* op) {
     int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
     SW_CHECK(da == db || da == 1 || db == 1, op, "shapes ", shape_str(a), " and ", shape_str(b),
              " do not broadcast (dim ", i, ": ", da, " vs ", db, ")");
-    out[i] = std::max(da, db);
+    out[i] = da == 1 ? db : da;  // not max: a length-0 dim against 1 stays 0
   }
   return out;
 }

@@ -40,6 +40,14 @@ TEST(OpsErrors, NameTheOpAndTheShapes) {
   EXPECT_NE(m.find("[rmsnorm]"), std::string::npos) << m;
 }
 
+TEST(OpsBroadcast, EmptyDimsStayEmpty) {
+  // [1, 0, 4] * [4] is empty ([1, 0, 4]), not [1, 1, 4]: a zero-length sequence flows through.
+  Variable x(Tensor::zeros({1, 0, 4})), w = rand_var({4}, 1);
+  EXPECT_EQ(ops::mul(x, w).shape(), (Shape{1, 0, 4}));
+  EXPECT_EQ(ops::add(w, x).shape(), (Shape{1, 0, 4}));
+  EXPECT_THROW(ops::add(rand_var({2, 3}, 1), rand_var({0, 3}, 2)), Error);
+}
+
 TEST(CausalConv1d, SegmentsWithCarriedStateEqualOnePass) {
   int64_t B = 2, T = 23, C = 70, W = 4;  // C spans two channel blocks
   Variable x = rand_var({B, T, C}, 3), w = rand_var({C, W}, 4), b = rand_var({C}, 5);
