@@ -1,0 +1,141 @@
+// The speedwins binary as a user drives it: --help everywhere, a short train -> resume -> generate
+// -> inspect round trip, and bad input (malformed checkpoints, unknown presets, bad flags) giving a
+// clear message and a non-zero exit, never a crash.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "testing.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct CliRun {
+  int status;  // exit code; 128 + signal when killed
+  std::string output;
+};
+
+CliRun run(const std::string& args) {
+  const char* cli = std::getenv("SW_CLI");
+  EXPECT_NE(cli, nullptr) << "SW_CLI must name the speedwins binary (set by ctest)";
+  std::string cmd = std::string(cli ? cli : "speedwins") + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return {code, out};
+}
+
+fs::path tmp(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / ("sw_cli_test_" + std::to_string(::getpid()));
+  fs::create_directories(d);
+  return d / name;
+}
+
+void write_bytes(const fs::path& p, const std::string& bytes) {
+  std::ofstream f(p, std::ios::binary);
+  f << bytes;
+}
+
+std::string le64(uint64_t v) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  return s;
+}
+
+TEST(Cli, HelpForEverySubcommand) {
+  CliRun top = run("--help");
+  EXPECT_EQ(top.status, 0);
+  for (const char* sub : {"train", "generate", "eval", "inspect", "presets", "tokenizer", "bench", "arena"}) {
+    EXPECT_NE(top.output.find(sub), std::string::npos) << sub;
+    CliRun r = run(std::string(sub) + " --help");
+    EXPECT_EQ(r.status, 0) << sub << ": " << r.output;
+  }
+}
+
+TEST(Cli, TrainResumeGenerateInspect) {
+  fs::path out = tmp("run");
+  CliRun t = run("train --preset transformer-tiny --data synthetic --steps 6 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " +
+              out.string());
+  ASSERT_EQ(t.status, 0) << t.output;
+  ASSERT_TRUE(fs::exists(out / "checkpoint.safetensors"));
+  ASSERT_TRUE(fs::exists(out / "tokenizer.swtok"));
+  ASSERT_TRUE(fs::exists(out / "train_log.jsonl"));
+  CliRun r = run("train --resume --steps 9 --data synthetic --quiet --out " + out.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("trained 9 steps"), std::string::npos) << r.output;
+  CliRun g = run("generate --checkpoint " + (out / "checkpoint.safetensors").string() +
+              " --prompt 'Alice ' --max-new 12 --temperature 0.8 --top-k 20 --top-p 0.9 --repetition-penalty 1.1");
+  ASSERT_EQ(g.status, 0) << g.output;
+  EXPECT_EQ(g.output.rfind("Alice ", 0), 0u) << g.output;
+  CliRun i = run("inspect " + (out / "checkpoint.safetensors").string());
+  ASSERT_EQ(i.status, 0) << i.output;
+  EXPECT_NE(i.output.find("transformer-tiny"), std::string::npos) << i.output;
+  EXPECT_NE(i.output.find("trained: 9 steps"), std::string::npos) << i.output;
+  EXPECT_NE(i.output.find("model.blocks.0"), std::string::npos) << i.output;
+  CliRun e = run("eval --checkpoint " + (out / "checkpoint.safetensors").string() + " --data synthetic --max-batches 2");
+  ASSERT_EQ(e.status, 0) << e.output;
+  EXPECT_NE(e.output.find("bits/byte"), std::string::npos) << e.output;
+  fs::remove_all(out.parent_path());
+}
+
+TEST(Cli, MalformedCheckpointsGiveAnErrorAndNonZeroExit) {
+  std::string good_header = R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  auto file = [&](const std::string& header, const std::string& data) { return le64(header.size()) + header + data; };
+  struct Case {
+    const char* name;
+    std::string bytes;
+    const char* expect;  // a fragment of the message
+  };
+  std::vector<Case> cases = {
+      {"truncated", std::string("\x05\x00\x00", 3), "8"},
+      {"header_past_end", le64(1000) + "{}", "header"},
+      {"bad_json", file("{not json", ""), "JSON"},
+      {"unknown_dtype", file(R"({"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", std::string(8, '\0')), "Q7"},
+      {"overlap", file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+                       std::string(12, '\0')),
+       "overlap"},
+      {"shape_mismatch", file(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0')), "w"},
+      {"data_missing", file(good_header, std::string(4, '\0')), "w"},
+  };
+  for (const Case& c : cases) {
+    fs::path p = tmp(std::string(c.name) + ".safetensors");
+    write_bytes(p, c.bytes);
+    CliRun r = run("inspect " + p.string());
+    EXPECT_EQ(r.status, 1) << c.name << ": " << r.output;  // 1 = a reported error; >= 128 would be a crash
+    EXPECT_NE(r.output.find("speedwins: error:"), std::string::npos) << c.name << ": " << r.output;
+    EXPECT_NE(r.output.find(p.string()), std::string::npos) << c.name << " must name the file: " << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.name << ": " << r.output;
+  }
+  CliRun missing = run("inspect " + tmp("nope.safetensors").string());
+  EXPECT_EQ(missing.status, 1) << missing.output;
+}
+
+TEST(Cli, BadArgumentsAreReported) {
+  CliRun r = run("train --preset no-such-preset --out " + tmp("x").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("no-such-preset"), std::string::npos) << r.output;
+  r = run("train --preset transformer-tiny --precision fp8 --out " + tmp("y").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("precision"), std::string::npos) << r.output;
+  r = run("train --resume --out " + tmp("empty").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  EXPECT_NE(r.output.find("no checkpoint"), std::string::npos) << r.output;
+  r = run("generate --checkpoint " + tmp("missing.safetensors").string());
+  EXPECT_EQ(r.status, 1) << r.output;
+  r = run("bench --compare only_one.json");
+  EXPECT_NE(r.status, 0) << r.output;
+  r = run("frobnicate");
+  EXPECT_NE(r.status, 0) << r.output;
+}
+
+}  // namespace
