@@ -20,7 +20,8 @@ struct BenchArgs {
   bool quick = false, ops = false, bf16_weights = false, no_bf16_train = false;
   std::vector<std::string> presets, compare;
   std::vector<int64_t> prefill = {512, 4096}, decode = {512, 4096}, train = {512};
-  int64_t batch = 1, decode_steps = 32;
+  std::vector<int64_t> batches = {1};
+  int64_t decode_steps = 32;
 };
 
 nlohmann::json read_json(const std::string& path) {
@@ -79,7 +80,7 @@ int run_bench(const BenchArgs& a) {
   }
   bench::ModelBenchConfig mc;
   mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
-  mc.batch = a.batch, mc.decode_steps = a.decode_steps, mc.bf16_weights = a.bf16_weights;
+  mc.batches = a.batches, mc.decode_steps = a.decode_steps, mc.bf16_weights = a.bf16_weights;
   mc.train_bf16 = !a.no_bf16_train;
   mc.min_seconds = a.quick ? 0.05 : 0.3;
   for (const std::string& p : a.presets) {
@@ -107,7 +108,7 @@ void add_bench_command(CLI::App& app) {
   s->add_option("--prefill", a.prefill, "Prefill lengths")->delimiter(',')->capture_default_str();
   s->add_option("--decode", a.decode, "Decode contexts")->delimiter(',')->capture_default_str();
   s->add_option("--train", a.train, "Training-step lengths (empty with --train '')")->delimiter(',')->capture_default_str();
-  s->add_option("--batch", a.batch, "Batch size")->capture_default_str();
+  s->add_option("--batch", a.batches, "Batch sizes")->delimiter(',')->capture_default_str();
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
   s->add_flag("--no-bf16-train", a.no_bf16_train, "Time the training step with f32 GEMMs only");

@@ -118,20 +118,30 @@ ModelBenchResult bench_model(models::LanguageModel& m, const std::string& preset
   ModelBenchResult r;
   r.preset = preset;
   r.params = m.num_parameters();
-  if (!cfg.bf16_weights)
+  for (int64_t batch : cfg.batches) {
+    if (cfg.bf16_weights) break;
     for (int64_t len : cfg.train_lengths) {
-      if (progress) std::fprintf(stderr, "  %s: train step at %lld tokens...\n", preset.c_str(), static_cast<long long>(len));
-      r.train.push_back(bench_train_step(m, len, cfg.batch, c, cfg.min_seconds));
-      if (cfg.train_bf16) r.train.push_back(bench_train_step(m, len, cfg.batch, c, cfg.min_seconds, DType::bf16));
+      if (progress)
+        std::fprintf(stderr, "  %s: train step B=%lld T=%lld...\n", preset.c_str(), static_cast<long long>(batch),
+                     static_cast<long long>(len));
+      r.train.push_back(bench_train_step(m, len, batch, c, cfg.min_seconds));
+      if (cfg.train_bf16) r.train.push_back(bench_train_step(m, len, batch, c, cfg.min_seconds, DType::bf16));
     }
-  if (cfg.bf16_weights) m.to_bf16_weights();
-  for (int64_t len : cfg.prefill_lengths) {
-    if (progress) std::fprintf(stderr, "  %s: prefill %lld tokens...\n", preset.c_str(), static_cast<long long>(len));
-    r.prefill.push_back(bench_prefill(m, len, cfg.batch, c, cfg.min_seconds));
   }
-  for (int64_t ctx : cfg.decode_contexts) {
-    if (progress) std::fprintf(stderr, "  %s: decode after %lld tokens...\n", preset.c_str(), static_cast<long long>(ctx));
-    r.decode.push_back(bench_decode(m, ctx, cfg.batch, cfg.decode_steps, c));
+  if (cfg.bf16_weights) m.to_bf16_weights();
+  for (int64_t batch : cfg.batches) {
+    for (int64_t len : cfg.prefill_lengths) {
+      if (progress)
+        std::fprintf(stderr, "  %s: prefill B=%lld T=%lld...\n", preset.c_str(), static_cast<long long>(batch),
+                     static_cast<long long>(len));
+      r.prefill.push_back(bench_prefill(m, len, batch, c, cfg.min_seconds));
+    }
+    for (int64_t ctx : cfg.decode_contexts) {
+      if (progress)
+        std::fprintf(stderr, "  %s: decode B=%lld after %lld tokens...\n", preset.c_str(), static_cast<long long>(batch),
+                     static_cast<long long>(ctx));
+      r.decode.push_back(bench_decode(m, ctx, batch, cfg.decode_steps, c));
+    }
   }
   return r;
 }

@@ -39,7 +39,7 @@ struct ModelBenchConfig {
   std::vector<int64_t> decode_contexts = {512, 4096};
   std::vector<int64_t> train_lengths = {512};
   bool train_bf16 = true;  // also time the training step with bf16 GEMMs (mixed precision)
-  int64_t batch = 1;
+  std::vector<int64_t> batches = {1};  // every measurement is taken at each batch size
   int64_t decode_steps = 32;
   bool bf16_weights = false;
   double min_seconds = 0.3;  // per measurement
