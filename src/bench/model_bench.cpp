@@ -39,7 +39,8 @@ double decode_weight_bytes(models::LanguageModel& m) {
   return bytes;
 }
 
-PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds) {
+PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
+                           int min_trials) {
   PrefillPoint p;
   p.len = len, p.batch = batch;
   Tensor ids = random_ids(batch, len, m.config().vocab_size, 7);
@@ -48,12 +49,18 @@ PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch,
   reset_peak_memory();
   // A prefill for generation: every position through the blocks, logits for the last one only.
   const int64_t d = m.config().d_model;
-  double t = time_median(
-      [&] {
-        Tensor h = m.hidden(ids).data();
-        m.logits(h.slice(1, len - 1, len).contiguous().reshape({batch, d}));
-      },
-      min_seconds, 3);
+  auto prefill = [&] {
+    Tensor h = m.hidden(ids).data();
+    m.logits(h.slice(1, len - 1, len).contiguous().reshape({batch, d}));
+  };
+  double t;
+  if (min_trials > 0) {
+    t = time_median(prefill, min_seconds, min_trials);
+  } else {
+    double t0 = now_seconds();
+    prefill();
+    t = now_seconds() - t0;
+  }
   p.peak_bytes = memory_stats().peak_bytes - base;
   p.tokens_per_s = static_cast<double>(batch * len) / t;
   double ceiling = (has_bf16_weights(m) ? c.bf16_gflops : c.f32_gflops) * 1e9;

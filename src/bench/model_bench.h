@@ -45,7 +45,10 @@ struct ModelBenchConfig {
   double min_seconds = 0.3;  // per measurement
 };
 
-PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds);
+// min_trials 0: a single timed run with no warm-up (for long prompts once a short one has warmed
+// the code paths; the arena's time budget cannot afford five 16k-token prefills per preset).
+PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
+                           int min_trials = 3);
 DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batch, int64_t steps, const Ceilings& c);
 TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
                             DType precision = DType::f32);
