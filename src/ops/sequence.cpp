@@ -32,8 +32,11 @@ Variable causal_conv1d(const Variable& x, const Variable& w, const Variable* bia
   SW_CHECK(tx.ndim() == 3 && tx.dtype() == DType::f32, "causal_conv1d", "input must be f32 [B, T, C], got ",
            tx.describe());
   int64_t B = tx.dim(0), T = tx.dim(1), C = tx.dim(2);
+  // A bf16 weight (a model converted for inference) is widened: C x W values, negligible next to x.
+  SW_CHECK(!(tw.dtype() == DType::bf16 && w.requires_grad()), "causal_conv1d", "a bf16 weight cannot be trained");
+  if (tw.dtype() == DType::bf16) tw = tw.to(DType::f32);
   SW_CHECK(tw.ndim() == 2 && tw.dim(0) == C && tw.dim(1) >= 1 && tw.dtype() == DType::f32, "causal_conv1d",
-           "weight must be f32 [", C, ", W], got ", tw.describe());
+           "weight must be f32 or bf16 [", C, ", W], got ", tw.describe());
   int64_t W = tw.dim(1);
   Tensor tb, ts;
   if (bias) {
