@@ -17,10 +17,10 @@ struct ArenaConfig {
   std::string size = "small";
   std::string data = "brown";        // brown | synthetic | a path
   double budget = 1.0;               // scales every token count and step count
-  int64_t train_tokens = 200000;     // language-model training tokens per preset at budget 1
+  int64_t train_tokens = 500000;     // language-model training tokens per preset at budget 1
   int64_t batch = 8, seq_len = 128;
   double lr = 3e-3;
-  int64_t mqar_steps = 120;          // MQAR training steps per preset at budget 1
+  int64_t mqar_steps = 250;          // MQAR training steps per preset at budget 1
   std::vector<int64_t> lengths = {512, 4096, 16384};  // prefill lengths and decode contexts
   int64_t decode_steps = 16;
   int64_t seed = 1;
