@@ -7,12 +7,6 @@
 
 namespace sw::nn {
 
-int64_t LinearAttentionState::bytes() const {
-  int64_t b = memory.defined() ? static_cast<int64_t>(memory.nbytes()) : 0;
-  for (const Tensor& t : tails) b += static_cast<int64_t>(t.nbytes());
-  return b;
-}
-
 namespace la_detail {
 
 Variable f32_param(const Variable& p) {
@@ -30,35 +24,6 @@ Variable elu_plus_one(const Variable& x) {
 
 Variable clamp_min(const Variable& x, double lo) { return ops::add_scalar(ops::relu(ops::add_scalar(x, -lo)), lo); }
 
-ShortConvolution::ShortConvolution(int64_t channels, int64_t width, bool bias, bool silu, double std,
-                                   std::mt19937_64& rng)
-    : channels_(channels), width_(width), silu_(silu) {
-  SW_CHECK(channels > 0 && width >= 2, "short_conv", "channels must be positive and width at least 2, got ", channels,
-           " and ", width);
-  if (std > 0) {
-    w_ = &add_param("weight", init_normal({channels, width}, std, rng));
-    if (bias) b_ = &add_param("bias", Tensor::zeros({channels}), false);
-  } else {
-    // PyTorch Conv1d default for a depthwise conv: fan_in = width, weight and bias U(+-1/sqrt(fan_in)).
-    const double bound = 1.0 / std::sqrt(static_cast<double>(width));
-    w_ = &add_param("weight", init_uniform({channels, width}, -bound, bound, rng));
-    if (bias) b_ = &add_param("bias", init_uniform({channels}, -bound, bound, rng), false);
-  }
-}
-
-Variable ShortConvolution::forward(const Variable& x, Tensor* tail) {
-  Variable w = f32_param(*w_);
-  Variable y;
-  if (tail) {
-    Variable s0(*tail);
-    Tensor next;
-    y = ops::causal_conv1d(x, w, b_, &s0, &next);
-    *tail = next;  // a fresh tensor: the one the op may have saved for backward is left untouched
-  } else {
-    y = ops::causal_conv1d(x, w, b_, nullptr);
-  }
-  return silu_ ? ops::silu(y) : y;
-}
 
 Variable recurrence(const Variable& q, const Variable& k, const Variable& v, kernels::GlaGate gate, const Variable* g,
                     const Variable* u, LinearAttentionState* state, double scale, int64_t chunk_size) {

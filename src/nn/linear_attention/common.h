@@ -1,6 +1,7 @@
 // Pieces shared by the linear-attention mixers (linear attention, RetNet, GLA, HGRN2, Mamba2,
-// RWKV-6): the inference state, fla's ShortConvolution, small activations the op set composes, and
-// the one place where a layer hands q, k, v and its gate to the kernel (decode step or sequence op).
+// RWKV-6): small activations the op set composes and the one place where a layer hands q, k, v and
+// its gate to the kernel (decode step or sequence op). The state and the short convolution are shared
+// with the delta-rule family (nn/recurrent_state.h).
 #pragma once
 
 #include <vector>
@@ -8,17 +9,11 @@
 #include "kernels/linear/gated_linear_attention.h"
 #include "nn/layers.h"
 #include "nn/mixer.h"
+#include "nn/recurrent_state.h"
 
 namespace sw::nn {
 
-// Recurrent inference state: constant size whatever the context length.
-class LinearAttentionState : public LayerState {
- public:
-  Tensor memory;              // [B, H, K, V] matrix memory (rows are key channels), fp32
-  std::vector<Tensor> tails;  // short convs: the last W-1 inputs [B, W-1, C]; RWKV-6: the previous token [B, 1, D]
-  int64_t bytes() const override;
-  const char* kind() const override { return "recurrent"; }
-};
+using LinearAttentionState = RecurrentState;
 
 namespace la_detail {
 
@@ -32,25 +27,7 @@ Variable logsigmoid(const Variable& x);  // -softplus(-x), exact for large |x|
 Variable elu_plus_one(const Variable& x);  // elu(x) + 1 = relu(x) + exp(-relu(-x)), > 0
 Variable clamp_min(const Variable& x, double lo);  // max(x, lo) = lo + relu(x - lo)
 
-// Depthwise causal convolution over time (fla ShortConvolution, width 4) with an optional SiLU.
-// Parameters weight [C, W] (fla stores [C, 1, W]) and an optional bias [C].
-class ShortConvolution : public Module {
- public:
-  // std > 0: weight ~ N(0, std) and zero bias (fla's model init); std == 0: PyTorch's Conv1d
-  // default U(+-1/sqrt(W)) for both (mamba_ssm keeps it).
-  ShortConvolution(int64_t channels, int64_t width, bool bias, bool silu, double std, std::mt19937_64& rng);
-  // x [B, T, C] -> [B, T, C]. With `tail` (the last W-1 inputs, [B, W-1, C]) the convolution continues
-  // from it and `tail` is replaced by the new one; null: zero history (training).
-  Variable forward(const Variable& x, Tensor* tail);
-  int64_t channels() const { return channels_; }
-  int64_t width() const { return width_; }
-
- private:
-  int64_t channels_, width_;
-  bool silu_;
-  Variable* w_;
-  Variable* b_ = nullptr;
-};
+using nn::ShortConvolution;
 
 // Runs the recurrence over q [B, T, H, K], k [B, T, H, K], v [B, T, H, V] with gate g (shape by
 // mode, see ops/linear_attention_ops.h) and optional RWKV-6 bonus u [H, K]. Without a state: the
