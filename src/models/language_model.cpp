@@ -8,7 +8,7 @@ namespace sw::models {
 Block::Block(const ModelConfig& cfg, const nlohmann::json& mixer_cfg, std::mt19937_64& rng, const std::string& where) {
   norm1_ = add_module("norm1", std::make_unique<nn::RMSNorm>(cfg.d_model, cfg.norm_eps));
   std::string type = mixer_cfg.at("type").get<std::string>();
-  mixer_ = add_module("mixer", find_mixer(type, where + ".mixer").make(mixer_cfg, cfg, rng, where + ".mixer"));
+  mixer_ = add_module("mixer", find_mixer(type, where + ".mixer").make(mixer_cfg, cfg, nn::MixerSite{0, cfg.n_layers}, rng, where + ".mixer"));
   norm2_ = add_module("norm2", std::make_unique<nn::RMSNorm>(cfg.d_model, cfg.norm_eps));
   std::string ffn_type = cfg.ffn.at("type").get<std::string>();
   ffn_ = add_module("ffn", find_ffn(ffn_type, where + ".ffn").make(cfg.ffn, cfg, rng, where + ".ffn"));

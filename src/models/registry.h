@@ -21,7 +21,8 @@ struct MixerEntry {
   std::function<void(const nlohmann::json& cfg, const std::string& where)> check;
   // Builds the mixer from its JSON object (including "type"); `where` names the file and field.
   std::function<std::unique_ptr<nn::Mixer>(const nlohmann::json& cfg, const ModelConfig& model,
-                                           std::mt19937_64& rng, const std::string& where)>
+                                           const nn::MixerSite& site, std::mt19937_64& rng,
+                                           const std::string& where)>
       make;
 };
 

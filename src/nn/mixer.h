@@ -19,6 +19,13 @@ class LayerState {
   virtual const char* kind() const = 0;  // "kv", "recurrent", ...
 };
 
+// Where a mixer sits in the model: layers whose parametrisation depends on depth (Lightning's decay
+// slopes, RWKV's init schedules) take it in their constructor.
+struct MixerSite {
+  int64_t layer_index = 0;  // 0-based block index
+  int64_t n_layers = 1;     // blocks in the model
+};
+
 struct MixerContext {
   int64_t position = 0;         // absolute position of the first token (tokens already seen)
   LayerState* state = nullptr;  // null in training: the whole sequence, no state kept

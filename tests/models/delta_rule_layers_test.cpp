@@ -228,7 +228,7 @@ std::unique_ptr<nn::Mixer> make_mixer(const std::string& json_text, int64_t d_mo
   m.d_model = d_model;
   m.n_layers = n_layers;
   std::mt19937_64 rng(7);
-  return models::find_mixer(j.at("type").get<std::string>(), "test").make(j, m, rng, "test");
+  return models::find_mixer(j.at("type").get<std::string>(), "test").make(j, m, nn::MixerSite{0, m.n_layers}, rng, "test");
 }
 
 // Moves every parameter away from its initial value (LoRA down-projections start at zero, short

@@ -313,7 +313,7 @@ std::unique_ptr<nn::Mixer> make_layer(const LayerCase& c, uint64_t seed = 11) {
   m.n_layers = 2;
   nlohmann::json j = nlohmann::json::parse(c.json);
   std::mt19937_64 rng(seed);
-  return models::find_mixer(j.at("type").get<std::string>(), c.name).make(j, m, rng, c.name);
+  return models::find_mixer(j.at("type").get<std::string>(), c.name).make(j, m, nn::MixerSite{0, m.n_layers}, rng, c.name);
 }
 
 class LinearAttentionLayer : public ::testing::TestWithParam<LayerCase> {};

@@ -178,7 +178,7 @@ std::unique_ptr<nn::Mixer> make_layer(const std::string& type, const nlohmann::j
   nlohmann::json j = extra;
   j["type"] = type;
   std::mt19937_64 rng(seed);
-  return models::find_mixer(type, "test").make(j, mc, rng, "test");
+  return models::find_mixer(type, "test").make(j, mc, nn::MixerSite{0, mc.n_layers}, rng, "test");
 }
 
 // At the reference init (projections ~N(0, 0.02)) the layers' outputs are ~1e-3 and the states barely
