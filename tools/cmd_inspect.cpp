@@ -7,6 +7,7 @@
 #include "models/language_model.h"
 #include "models/presets.h"
 #include "models/registry.h"
+#include "models/schedule.h"
 #include "tools/commands.h"
 
 namespace sw::tools {
@@ -20,6 +21,13 @@ int run_inspect(const std::string& path, bool all) {
   if (cfg != f.metadata.end()) {
     nlohmann::json j = nlohmann::json::parse(cfg->second, nullptr, false);
     std::printf("config:\n%s\n", j.is_discarded() ? cfg->second.c_str() : j.dump(2).c_str());
+    if (!j.is_discarded()) {
+      try {  // the schedule as people read it; a config that does not parse was shown above as is
+        std::printf("schedule: %s\n", models::describe_schedule(models::parse_model_config(j, path)).c_str());
+      } catch (const Error& e) {
+        std::printf("schedule: (config does not parse: %s)\n", e.what());
+      }
+    }
   }
   auto ts = f.metadata.find("train_state");
   if (ts != f.metadata.end()) {
@@ -55,7 +63,7 @@ int run_inspect(const std::string& path, bool all) {
 }
 
 int run_presets() {
-  std::printf("%-28s %-10s %-6s %10s  %s\n", "preset", "family", "size", "params", "mixer");
+  std::printf("%-28s %-10s %-6s %10s  %s\n", "preset", "family", "size", "params", "schedule");
   for (const std::string& name : models::preset_names()) {
     models::ModelConfig c = models::resolve_preset(name);
     // Counting without initialising: build at vocab/width as configured only for small sizes.
@@ -67,7 +75,7 @@ int run_presets() {
       params = buf;
     }
     std::printf("%-28s %-10s %-6s %10s  %s\n", name.c_str(), c.family.c_str(), c.size.c_str(), params.c_str(),
-                c.mixer.value("type", "?").c_str());
+                models::describe_schedule(c).c_str());
   }
   return 0;
 }

@@ -1,5 +1,7 @@
 #include "bench/arena.h"
 
+#include "models/schedule.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -14,6 +16,7 @@
 #include "io/atomic_file.h"
 #include "io/tokenizer.h"
 #include "models/presets.h"
+#include "models/schedule.h"
 #include "train/mqar.h"
 #include "train/text_source.h"
 #include "train/trainer.h"
@@ -119,7 +122,7 @@ nlohmann::json run_arena(const ArenaConfig& cfg) {
       std::fprintf(stderr, "\n[%zu/%zu] %s (elapsed %.0fs%s)\n", pi + 1, presets.size(), name.c_str(), elapsed,
                    pi ? (", ETA " + std::to_string(static_cast<int>(eta)) + "s").c_str() : "");
     models::ModelConfig mc = models::resolve_preset(name);
-    nlohmann::json entry = {{"preset", name}, {"family", mc.family}, {"mixer", mc.mixer.value("type", "")}};
+    nlohmann::json entry = {{"preset", name}, {"family", mc.family}, {"mixer", models::describe_schedule(mc)}};
     {
       models::LanguageModel model(mc, name);
       entry["params"] = model.num_parameters();
@@ -151,7 +154,8 @@ nlohmann::json run_arena(const ArenaConfig& cfg) {
         entry["decode"].push_back({{"context", len}, {"tokens_per_s", d.tokens_per_s}, {"mbu", d.mbu}});
       }
       for (int64_t len : {int64_t{64}, int64_t{128}, int64_t{512}, int64_t{4096}, int64_t{16384}})
-        entry["state_bytes"].push_back({{"context", len}, {"bytes", model.state_bytes(len)}});
+        entry["state_bytes"].push_back(
+            {{"context", len}, {"bytes", model.state_bytes(len)}, {"by_kind", model.state_bytes_by_kind(len)}});
     }
     if (cfg.progress) std::fprintf(stderr, "  MQAR (%lld steps)...\n", static_cast<long long>(mqar_steps));
     entry["mqar"] = run_mqar(mc, mqar_steps, cfg.seed, cfg.progress);

@@ -1,13 +1,19 @@
 // A decoder language model assembled from a ModelConfig: embedding, n_layers pre-norm blocks
-// (x += mixer(norm(x)); x += ffn(norm(x))), a final norm and the LM head (tied to the embedding by
-// default). The mixer and FFN of each block come from the registry, so this file never names an
-// architecture.
+// (x += mixer(norm(x)); x += ffn(norm(x)), the second half absent for FFN "none"), a final norm and
+// the LM head (tied to the embedding by default). Each block's mixer and FFN come from the registry
+// through the config's schedule (models/schedule.h), so this file never names an architecture. It
+// does own the compositions that span blocks: shared blocks (one module at several depths, a state
+// per depth), Hymba's meta tokens (prepended before the first block, dropped after the last) and
+// YOCO's one shared KV (produced before the first cross-decoder block, read by all of them).
 #pragma once
 
+#include <map>
 #include <memory>
 #include <vector>
 
 #include "models/model_config.h"
+#include "models/schedule.h"
+#include "nn/hybrid/cross_decoder.h"
 #include "nn/layers.h"
 #include "nn/mixer.h"
 
@@ -15,23 +21,30 @@ namespace sw::models {
 
 class Block : public nn::Module {
  public:
-  Block(const ModelConfig& cfg, const nlohmann::json& mixer_cfg, std::mt19937_64& rng, const std::string& where);
+  Block(const ModelConfig& cfg, const LayerSpec& spec, const nn::MixerSite& site, std::mt19937_64& rng,
+        const std::string& where);
   Variable forward(const Variable& x, const nn::MixerContext& ctx);
   nn::Mixer& mixer() { return *mixer_; }
-  nn::Ffn& ffn() { return *ffn_; }
+  nn::Ffn* ffn() { return ffn_; }  // null for FFN "none"
+  const std::string& mixer_type() const { return mixer_type_; }
 
  private:
-  nn::RMSNorm *norm1_, *norm2_;
+  nn::RMSNorm *norm1_, *norm2_ = nullptr;
   nn::Mixer* mixer_;
-  nn::Ffn* ffn_;
+  nn::Ffn* ffn_ = nullptr;
+  std::string mixer_type_;
 };
 
-// Inference state of the whole model: one LayerState per block (KV cache, recurrent state, ...)
-// and the number of tokens consumed so far.
+// Inference state of the whole model: one LayerState per block position (KV cache, recurrent
+// state, ...; a shared block has one per depth), the model-level YOCO cache, and the number of
+// tokens consumed so far.
 struct ModelState {
-  int64_t position = 0;
+  int64_t position = 0;  // tokens of the sequence consumed
+  int64_t prefix = 0;    // meta tokens consumed before them (Hymba)
   std::vector<std::unique_ptr<nn::LayerState>> layers;
+  std::unique_ptr<nn::LayerState> cross_kv;  // YOCO's one shared KV cache, or null
   int64_t bytes() const;
+  std::map<std::string, int64_t> bytes_by_kind() const;  // "kv", "recurrent", ... -> bytes held
 };
 
 class LanguageModel : public nn::Module {
@@ -49,9 +62,13 @@ class LanguageModel : public nn::Module {
 
   const ModelConfig& config() const { return cfg_; }
   Variable& head_weight();  // [V, D]: the embedding table when tied
-  std::vector<Block*>& blocks() { return blocks_; }
-  // Inference state bytes per sequence after `context` tokens, summed over layers.
+  std::vector<Block*>& blocks() { return blocks_; }  // one per depth; a shared block appears at each of its
+  // Inference state bytes per sequence after `context` tokens, summed over layers, and by kind.
   int64_t state_bytes(int64_t context);
+  std::map<std::string, int64_t> state_bytes_by_kind(int64_t context);
+  // While set, hidden() adds each block's wall time to (*acc)[its mixer type] (bench: decode cost per
+  // layer kind). Null turns it off.
+  void set_block_timer(std::map<std::string, double>* acc) { block_timer_ = acc; }
   // Forward FLOPs per token at a given context: 2 per weight of every GEMM on the path of a token
   // (the embedding lookup is not a GEMM) plus the mixers' own work (attention scores, state updates).
   // include_head: count the LM head (training computes it for every token; a prefill only for the
@@ -61,9 +78,13 @@ class LanguageModel : public nn::Module {
  private:
   ModelConfig cfg_;
   nn::Embedding* embed_;
+  Variable* meta_tokens_ = nullptr;  // [meta_tokens, D]
   std::vector<Block*> blocks_;
+  nn::CrossKvProducer* cross_kv_ = nullptr;
+  size_t cross_kv_at_ = 0;  // the block before which the shared KV is produced
   nn::RMSNorm* final_norm_;
   nn::Linear* head_ = nullptr;
+  std::map<std::string, double>* block_timer_ = nullptr;
 };
 
 }  // namespace sw::models

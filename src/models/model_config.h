@@ -1,11 +1,13 @@
 // ModelConfig: everything needed to build a language model, read from one JSON file (a preset in
-// configs/ or the config.json beside a checkpoint). The mixer and FFN are nested objects whose
-// "type" picks an entry of the registry (models/registry.cpp) and whose other fields belong to that
-// entry's own config struct.
+// configs/ or the config.json beside a checkpoint). Mixers and FFNs are nested objects whose "type"
+// picks an entry of the registry (models/registry.cpp) and whose other fields belong to that entry's
+// own config struct. Which block gets which mixer and FFN is the schedule (models/schedule.h): one
+// "mixer" for every block, or named "mixers" (and "ffns") laid out by "layers".
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace sw::models {
 
@@ -21,8 +23,13 @@ struct ModelConfig {
   double norm_eps = 1e-6;
   double init_std = 0.02;
   int64_t seed = 1;  // initialisation seed
-  nlohmann::json mixer = {{"type", "attention"}};
-  nlohmann::json ffn = {{"type", "swiglu"}};
+  int64_t meta_tokens = 0;  // Hymba: learned tokens prepended to every sequence
+  nlohmann::json mixer = {{"type", "attention"}};  // single-mixer form (when "mixers" is absent)
+  nlohmann::json ffn = {{"type", "swiglu"}};       // every block's FFN unless the schedule names one
+  nlohmann::json mixers;  // schedule form: {name: mixer config}
+  nlohmann::json ffns;    // schedule form: {name: FFN config}
+  nlohmann::json layers;  // schedule form: a pattern string over mixer names, or [{mixer, ffn}, ...]
+  std::vector<std::string> shared;  // mixer names whose blocks share one parameter set (Zamba)
 
   template <class V>
   void visit(V& v) {
@@ -37,9 +44,11 @@ struct ModelConfig {
     v("norm_eps", norm_eps, "RMSNorm epsilon");
     v("init_std", init_std, "std of weight initialisation");
     v("seed", seed, "initialisation seed");
+    v("meta_tokens", meta_tokens, "learned meta tokens prepended to every sequence (Hymba; 0 = none)");
   }
 
   int64_t resolved_ffn_hidden() const { return ffn_hidden ? ffn_hidden : (8 * d_model / 3 + 31) / 32 * 32; }
+  bool has_schedule() const { return !mixers.is_null(); }
 };
 
 // Parses and validates (sizes positive, mixer/ffn types registered). `where` names the source file.

@@ -26,10 +26,13 @@ struct MixerEntry {
       make;
 };
 
+// The FFN slot: a position-wise map after the mixer, or none at all (Mamba-style blocks). make()
+// returns null for "none"; the block then has no second norm and no FFN.
 struct FfnEntry {
   std::string type;
-  std::function<std::unique_ptr<nn::Ffn>(const nlohmann::json& cfg, const ModelConfig& model, std::mt19937_64& rng,
-                                         const std::string& where)>
+  std::function<void(const nlohmann::json& cfg, const std::string& where)> check;
+  std::function<std::unique_ptr<nn::Ffn>(const nlohmann::json& cfg, const ModelConfig& model,
+                                         const nn::MixerSite& site, std::mt19937_64& rng, const std::string& where)>
       make;
 };
 
@@ -48,6 +51,7 @@ std::vector<MixerEntry> attention_mixers();
 std::vector<MixerEntry> linear_attention_mixers();  // linear attention, RetNet, GLA, HGRN2, Mamba2, RWKV-6
 std::vector<MixerEntry> delta_rule_mixers();        // DeltaNet, Gated DeltaNet, RWKV-7
 std::vector<MixerEntry> scan_mixers();              // Mamba, HGRN, TTT
+std::vector<MixerEntry> hybrid_mixers();            // parallel heads (Hymba), YOCO cross-decoder
 
 const std::vector<MixerEntry>& mixer_registry();
 const std::vector<FfnEntry>& ffn_registry();

@@ -38,4 +38,11 @@ SwiGluMlp::SwiGluMlp(int64_t dim, int64_t hidden, double std, double out_std, st
 
 Variable SwiGluMlp::forward(const Variable& x) { return down_->forward(ops::swiglu(gate_->forward(x), up_->forward(x))); }
 
+GeluMlp::GeluMlp(int64_t dim, int64_t hidden, double std, double out_std, std::mt19937_64& rng) {
+  up_ = add_module("up", std::make_unique<Linear>(dim, hidden, false, std, rng));
+  down_ = add_module("down", std::make_unique<Linear>(hidden, dim, false, out_std, rng));
+}
+
+Variable GeluMlp::forward(const Variable& x) { return down_->forward(ops::gelu(up_->forward(x))); }
+
 }  // namespace sw::nn

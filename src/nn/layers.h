@@ -1,4 +1,4 @@
-// Basic layers: Linear, RMSNorm, Embedding and the SwiGLU MLP (the default FFN).
+// Basic layers: Linear, RMSNorm, Embedding and the dense MLPs of the FFN slot (SwiGLU, GELU).
 #pragma once
 
 #include "nn/module.h"
@@ -53,6 +53,7 @@ class Ffn : public Module {
   virtual Variable aux_loss() { return Variable(); }  // undefined when the FFN has none
 };
 
+// Llama's MLP: down(silu(gate x) * up x).
 class SwiGluMlp : public Ffn {
  public:
   SwiGluMlp(int64_t dim, int64_t hidden, double std, double out_std, std::mt19937_64& rng);
@@ -60,6 +61,16 @@ class SwiGluMlp : public Ffn {
 
  private:
   Linear *gate_, *up_, *down_;
+};
+
+// GPT-2 / BERT MLP: down(gelu(up x)) with the exact (erf) GELU.
+class GeluMlp : public Ffn {
+ public:
+  GeluMlp(int64_t dim, int64_t hidden, double std, double out_std, std::mt19937_64& rng);
+  Variable forward(const Variable& x) override;
+
+ private:
+  Linear *up_, *down_;
 };
 
 }  // namespace sw::nn

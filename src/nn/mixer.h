@@ -6,7 +6,9 @@
 // alike: prefill calls forward() with a state on the whole prompt, decode calls it on one token.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "nn/module.h"
 
@@ -17,7 +19,18 @@ class LayerState {
   virtual ~LayerState() = default;
   virtual int64_t bytes() const = 0;     // memory held now
   virtual const char* kind() const = 0;  // "kv", "recurrent", ...
+  // Bytes held now by kind; a composite state (parallel heads) reports each of its parts.
+  virtual void add_bytes_by_kind(std::map<std::string, int64_t>& out) const { out[kind()] += bytes(); }
 };
+
+// The state of a mixer that keeps none of its own (a cross-decoder reads the model's shared cache).
+class NoState : public LayerState {
+ public:
+  int64_t bytes() const override { return 0; }
+  const char* kind() const override { return "none"; }
+};
+
+struct CrossKv;  // the one KV cache a YOCO cross-decoder shares (nn/hybrid/cross_decoder.h)
 
 // Where a mixer sits in the model: layers whose parametrisation depends on depth (Lightning's decay
 // slopes, RWKV's init schedules) take it in their constructor.
@@ -29,6 +42,7 @@ struct MixerSite {
 struct MixerContext {
   int64_t position = 0;         // absolute position of the first token (tokens already seen)
   LayerState* state = nullptr;  // null in training: the whole sequence, no state kept
+  const CrossKv* cross_kv = nullptr;  // set by the model for mixers that read_cross_kv()
 };
 
 class Mixer : public Module {
@@ -43,6 +57,12 @@ class Mixer : public Module {
   // FLOPs per token outside the layer's weight GEMMs at this context (attention scores, state
   // updates), so MFU counts the work actually required.
   virtual double extra_flops_per_token(int64_t context) const { return 0; }
+  // state_bytes(context) by state kind ("kv", "recurrent", ...), for per-kind memory reports.
+  virtual void add_state_bytes_by_kind(int64_t context, std::map<std::string, int64_t>& out) const {
+    out[new_state(1)->kind()] += state_bytes(context);
+  }
+  // True for YOCO cross-decoders: they attend over the model's one shared KV cache.
+  virtual bool reads_cross_kv() const { return false; }
 };
 
 }  // namespace sw::nn

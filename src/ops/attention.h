@@ -12,4 +12,9 @@ namespace sw::ops {
 Variable attention(const Variable& q, const Variable& k, const Variable& v,
                    const kernels::attention::AttentionParams& params, const Variable* sink_logits = nullptr);
 
+// SageAttention (int8 QK^T, kernels/attention/sage_attention.h): same shapes and params as
+// attention(), inference only (no backward: an input that requires a gradient is an error).
+Variable sage_attention(const Variable& q, const Variable& k, const Variable& v,
+                        const kernels::attention::AttentionParams& params);
+
 }  // namespace sw::ops

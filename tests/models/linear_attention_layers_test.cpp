@@ -460,18 +460,21 @@ TEST(LinearAttentionPresets, SmallPresetsMatchTransformerSmall) {
 }
 
 // mamba2-115m: d_model 768, 24 layers, d_inner 1536, d_state 128, head dim 64 (24 heads), vocab 32000,
-// tied embeddings: the Mamba2-130m shape of the paper with this engine's 32k vocabulary and a minimal
-// FFN (every block here carries one). Counted from one block (initialising all 115M weights is the
-// slow tests' job): blocks are identical, plus the tied embedding and the final norm.
+// tied embeddings: the Mamba2-130m shape of the paper with this engine's 32k vocabulary; blocks are
+// norm + mixer with no MLP (FFN "none"), as in mamba_ssm's Mamba2 LM. Counted from one block
+// (initialising all 115M weights is the slow tests' job): blocks are identical, plus the tied
+// embedding and the final norm.
 TEST(LinearAttentionPresets, Mamba2BaseIsAbout115M) {
   models::ModelConfig cfg = models::resolve_preset("mamba2-115m");
   std::mt19937_64 rng(1);
-  models::Block block(cfg, cfg.mixer, rng, "mamba2-115m");
+  models::Block block(cfg, models::resolve_schedule(cfg, "mamba2-115m")[0], nn::MixerSite{0, cfg.n_layers}, rng, "mamba2-115m");
   const int64_t n = cfg.n_layers * block.num_parameters() + cfg.vocab_size * cfg.d_model + cfg.d_model;
   std::printf("mamba2-115m: %lld parameters (%lld per block, mixer %lld)\n", static_cast<long long>(n),
               static_cast<long long>(block.num_parameters()), static_cast<long long>(block.mixer().num_parameters()));
   EXPECT_EQ(block.mixer().num_parameters(), 768 * (2 * 1536 + 2 * 128 + 24) + (1536 + 256) * 5 + 3 * 24 + 1536 +
                                                 1536 * 768);  // in_proj, conv1d w + b, dt_bias/A_log/D, norm, out_proj
+  EXPECT_EQ(block.num_parameters(), block.mixer().num_parameters() + 768);  // + the pre-norm; no FFN
+  EXPECT_EQ(block.ffn(), nullptr);
   EXPECT_NEAR(static_cast<double>(n), 115e6, 0.01 * 115e6);
 }
 

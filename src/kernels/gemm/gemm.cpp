@@ -70,7 +70,45 @@ const Prim& get_prim(const Key& key) {
   return g_cache.emplace(key, std::move(p)).first->second;
 }
 
+// Whether oneDNN runs bf16 matmuls on this CPU (AVX512-BF16 / AMX, or AVX512 emulation). Older
+// x86 (e.g. Zen1/2, AVX2 only) has no bf16 path: there bf16 operands are widened to f32, which is
+// exact (a bf16 is the upper half of an f32), so the product and the f32 accumulation are the same
+// as on the bf16 units, only not faster.
+bool bf16_matmul_supported() {
+  static const bool ok = [] {
+    try {
+      memory::desc a({1, 2, 2}, memory::data_type::bf16, memory::dims{4, 2, 1});
+      memory::desc c({1, 2, 2}, memory::data_type::f32, memory::dims{4, 2, 1});
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), dnnl::primitive_attr(), cpu_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+// The bf16 operand [batch?, stored rows, ld] widened into a contiguous f32 buffer of the same
+// strides (so lda/ldb and batch strides stay valid).
+const float* widen_bf16(const void* src, int64_t rows, int64_t cols, bool trans, int64_t ld, int64_t bstride,
+                        int64_t batch, std::vector<float>& buf) {
+  const int64_t sr = trans ? cols : rows, sc = trans ? rows : cols;
+  const int64_t items = bstride == 0 ? 1 : batch;
+  const int64_t span = (items - 1) * bstride + (sr - 1) * ld + sc;
+  buf.resize(static_cast<size_t>(span));
+  const bf16* s = static_cast<const bf16*>(src);
+#pragma omp parallel for collapse(2) schedule(static) if (items * sr * sc > (1 << 15))
+  for (int64_t b = 0; b < items; ++b)
+    for (int64_t r = 0; r < sr; ++r) {
+      const int64_t off = b * bstride + r * ld;
+      for (int64_t j = 0; j < sc; ++j) buf[static_cast<size_t>(off + j)] = bf16_to_f32(s[off + j]);
+    }
+  return buf.data();
+}
+
 }  // namespace
+
+bool gemm_bf16_native() { return bf16_matmul_supported(); }
 
 int64_t gemm_primitive_count() {
   std::lock_guard<std::mutex> lock(g_mutex);
@@ -106,6 +144,11 @@ void gemm(const GemmArgs& g) {
       auto [p, ld, st] = to_bf16(a.b, a.k, a.n, a.trans_b, a.ldb, a.stride_b, nb, 7);
       a.b = p, a.ldb = ld, a.stride_b = a.stride_b == 0 ? 0 : st, a.b_type = DType::bf16;
     }
+  }
+  if (a.a_type == DType::bf16 && !bf16_matmul_supported()) {
+    thread_local std::vector<float> wa, wb;
+    a.a = widen_bf16(a.a, a.m, a.k, a.trans_a, a.lda, a.stride_a, a.batch, wa), a.a_type = DType::f32;
+    a.b = widen_bf16(a.b, a.k, a.n, a.trans_b, a.ldb, a.stride_b, a.batch, wb), a.b_type = DType::f32;
   }
   if (a.k == 0) {  // empty reduction: C = beta * C
     for (int64_t b = 0; b < a.batch; ++b)

@@ -3,7 +3,8 @@
 //   C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]      for b in [0, batch)
 //
 // op(X) is X or X^T. A and B may each be f32 or bf16 (bf16 x bf16 runs on AVX512-BF16 with fp32
-// accumulation; a mixed pair converts the f32 side to bf16 first); C is always f32. Leading
+// accumulation, or widened to f32 on CPUs without it; a mixed pair converts the f32 side to bf16
+// first); C is always f32. Leading
 // dimensions and batch strides are in elements, so views (a head slice of [B, T, H, D]) need no copy.
 // Primitives are created once per distinct shape/stride/dtype/alpha/beta and cached: creating one
 // costs ~10-100 us, more than a small GEMM.
@@ -36,6 +37,10 @@ void gemm(const GemmArgs& args);
 // Plain row-major convenience: C[m,n] (+)= A[m,k] @ op(B), B [k,n] or (trans_b) [n,k].
 void gemm_f32(int64_t m, int64_t n, int64_t k, const float* a, const float* b, bool trans_b, float* c,
               float beta = 0.f);
+
+// True where oneDNN has a bf16 matmul on this CPU; elsewhere bf16 operands are widened to f32
+// (exact) and the GEMM runs in f32: same results, f32 speed.
+bool gemm_bf16_native();
 
 // Number of distinct primitives created so far (tests check that repeated shapes reuse them).
 int64_t gemm_primitive_count();

@@ -29,6 +29,9 @@ class KvCache : public AttentionCache {
   int64_t length() const override { return length_; }
   int64_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }
+  // f32 copies of the cached rows [B, length, Hkv, D] (for kernels that need the keys whole).
+  Tensor keys() const { return k_.slice(1, 0, length_).to(DType::f32).contiguous(); }
+  Tensor values() const { return v_.slice(1, 0, length_).to(DType::f32).contiguous(); }
   int64_t bytes() const override { return static_cast<int64_t>(k_.nbytes() + v_.nbytes()); }
   const char* kind() const override { return "kv"; }
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/timer.h"
+#include "nn/attention/block_layout.h"
 #include "nn/attention/kv_cache.h"
 #include "nn/profile.h"
 #include "ops/attention.h"
@@ -25,12 +26,29 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
   SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16" || cfg.kv_dtype == "int8" || cfg.kv_dtype == "int4" ||
                cfg.kv_dtype == "int2",
            "attention", "kv_dtype must be f32, bf16, int8, int4 or int2 (KIVI), got '", cfg.kv_dtype, "'");
+  SW_CHECK(cfg.impl == "flash" || cfg.impl == "sage", "attention", "impl must be flash or sage, got '", cfg.impl, "'");
+  SW_CHECK(cfg.window >= 0 && cfg.n_sink >= 0, "attention", "window and n_sink must be >= 0, got ", cfg.window, ", ",
+           cfg.n_sink);
+  if (cfg.sparse_block) {
+    SW_CHECK(cfg.sparse_block > 0 && cfg.sparse_block <= 4096 && cfg.sparse_local >= 1 && cfg.sparse_global >= 0 &&
+                 cfg.sparse_stride >= 0,
+             "attention", "sparse pattern needs sparse_block in 1..4096, sparse_local >= 1, sparse_global >= 0, ",
+             "sparse_stride >= 0");
+    SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16", "attention",
+             "a block-sparse pattern decodes over an f32 or bf16 cache, not '", cfg.kv_dtype, "'");
+    SW_CHECK(!cfg.learned_sinks, "attention", "learned_sinks and a block-sparse pattern do not combine");
+  }
   double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * n_layers);  // GPT-2 residual scaling
   wq_ = add_module("wq", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
   wk_ = add_module("wk", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
   wv_ = add_module("wv", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
   wo_ = add_module("wo", std::make_unique<Linear>(cfg.n_heads * head_dim_, d_model, false, out_std, rng));
   if (cfg.learned_sinks) sinks_ = &add_param("sinks", Tensor::zeros({cfg.n_heads}), false);
+  if (cfg.qk_norm) {
+    q_norm_ = add_module("q_norm", std::make_unique<RMSNorm>(head_dim_, 1e-6));
+    k_norm_ = add_module("k_norm", std::make_unique<RMSNorm>(head_dim_, 1e-6));
+  }
+  if (cfg.output_gate) wg_ = add_module("wg", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
 }
 
 Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
@@ -38,33 +56,54 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
   Variable q = ops::reshape(wq_->forward(x), {B, T, H, head_dim_});
   Variable k = ops::reshape(wk_->forward(x), {B, T, n_kv_, head_dim_});
   Variable v = ops::reshape(wv_->forward(x), {B, T, n_kv_, head_dim_});
-  std::vector<int32_t> pos(T);
-  for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(ctx.position + t);
-  Tensor positions = Tensor::from_vector(pos, {T});
-  q = ops::rope(q, positions, rotary_dim_, cfg_.rope_base);
-  k = ops::rope(k, positions, rotary_dim_, cfg_.rope_base);
+  if (q_norm_) q = q_norm_->forward(q), k = k_norm_->forward(k);
+  if (cfg_.rope) {
+    std::vector<int32_t> pos(T);
+    for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(ctx.position + t);
+    Tensor positions = Tensor::from_vector(pos, {T});
+    q = ops::rope(q, positions, rotary_dim_, cfg_.rope_base);
+    k = ops::rope(k, positions, rotary_dim_, cfg_.rope_base);
+  }
+  Variable o = attend(q, k, v, ctx);
+  if (wg_) o = ops::mul(o, ops::sigmoid(ops::reshape(wg_->forward(x), {B, T, H, head_dim_})));
+  return wo_->forward(ops::reshape(o, {B, T, H * head_dim_}));
+}
+
+// o [B, T, H, D] of q over the keys so far: the new ones (training, first prefill) or the cache.
+Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Variable& v, const MixerContext& ctx) {
+  const int64_t B = q.dim(0), T = q.dim(1), H = cfg_.n_heads;
   ka::AttentionParams p;
   p.causal = true;
   p.window = cfg_.window;
   p.n_sink = cfg_.n_sink;
-  Variable o;
+  const SparsePattern pattern{cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride};
+  BuiltLayout layout;
   auto* cache = static_cast<AttentionCache*>(ctx.state);
   if (!cache || cache->length() == 0) {
     // Training, or the first prefill: exact attention over the new tokens, then fill the cache.
     if (cache) cache->append(k.data(), v.data());
-    o = ops::attention(q, k, v, p, sinks_);
-  } else {
-    // Later tokens attend over the cache, which then includes them.
-    p.q_offset = cache->length();
-    cache->append(k.data(), v.data());
-    if (sinks_) p.sink_logits = sinks_->data().data<float>();
-    Tensor out = Tensor::empty({B, T, H, head_dim_});
-    double t0 = now_seconds();
-    cache->attend(q.data().contiguous(), p, out);
-    profile_add(ProfileSlot::attention_decode, now_seconds() - t0);
-    o = Variable(out);
+    if (pattern.active()) layout = build_layout(pattern, 0, T, T), p.layout = layout.view;
+    if (cfg_.impl == "sage" && !grad_enabled() && !sinks_) return ops::sage_attention(q, k, v, p);
+    return ops::attention(q, k, v, p, sinks_);
   }
-  return wo_->forward(ops::reshape(o, {B, T, H * head_dim_}));
+  // Later tokens attend over the cache, which then includes them.
+  const int64_t past = cache->length();
+  cache->append(k.data(), v.data());
+  if (sinks_) p.sink_logits = sinks_->data().data<float>();
+  if (pattern.active()) {
+    // The decode kernel knows windows, not layouts: run the tiled kernel over the cached keys with
+    // one layout row per new query (exact; O(cache) copy per call).
+    const auto* kv = static_cast<const KvCache*>(cache);
+    p.q_offset = past;
+    layout = build_layout(pattern, past, T, past + T), p.layout = layout.view;
+    NoGradGuard no_grad;
+    return ops::attention(q, Variable(kv->keys()), Variable(kv->values()), p);
+  }
+  Tensor out = Tensor::empty({B, T, H, head_dim_});
+  double t0 = now_seconds();
+  cache->attend(q.data().contiguous(), p, out);
+  profile_add(ProfileSlot::attention_decode, now_seconds() - t0);
+  return Variable(out);
 }
 
 std::unique_ptr<LayerState> SoftmaxAttention::new_state(int64_t batch) const {
@@ -84,6 +123,12 @@ int64_t SoftmaxAttention::state_bytes(int64_t context) const {
 
 double SoftmaxAttention::extra_flops_per_token(int64_t context) const {
   int64_t visible = cfg_.window ? std::min(context, cfg_.window + cfg_.n_sink) : context;
+  if (cfg_.sparse_block) {  // the pattern's computed key blocks, averaged over the context's query blocks
+    const BuiltLayout L = build_layout({cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride},
+                                       0, std::max<int64_t>(context, 1), std::max<int64_t>(context, 1));
+    visible = static_cast<int64_t>(static_cast<double>(visible) * static_cast<double>(L.density_nnz) /
+                                   static_cast<double>(std::max<int64_t>(L.density_total, 1)));
+  }
   return 4.0 * static_cast<double>(cfg_.n_heads * head_dim_) * static_cast<double>(visible);  // QK^T and PV
 }
 

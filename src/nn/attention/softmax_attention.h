@@ -1,7 +1,11 @@
-// Softmax attention mixer (Llama style): q/k/v projections, grouped-query heads (GQA/MQA), RoPE,
-// optional sliding window with StreamingLLM sink tokens, optional learned per-head sink logits
-// (gpt-oss). Training and prefill run the tiled kernel; decode runs split-KV attention over the
-// KV cache.
+// Softmax attention mixer (Llama style): q/k/v projections, grouped-query heads (GQA/MQA), RoPE
+// (or none: Jamba's attention layers have no positional encoding), optional sliding window with
+// StreamingLLM sink tokens, optional learned per-head sink logits (gpt-oss), optional per-head
+// RMSNorm of q and k (Qwen3), optional output gate o * sigmoid(W_g x) per head and channel before
+// the output projection (Qwen3-Next's gated attention), an optional static block-sparse pattern
+// (nn/attention/block_layout.h). Training and prefill run the tiled kernel (or, with impl "sage"
+// and no gradient, the int8-QK^T SageAttention kernel); decode runs split-KV attention over the KV
+// cache (with a block-sparse pattern: the tiled kernel over the cached keys, one row per query).
 #pragma once
 
 #include <string>
@@ -21,6 +25,14 @@ struct AttentionConfig {
   int64_t n_sink = 0;      // StreamingLLM sink tokens kept visible beside the window
   bool learned_sinks = false;
   std::string kv_dtype = "f32";  // KV cache storage: f32 | bf16 | int8 | int4 | int2 (KIVI)
+  bool rope = true;
+  bool qk_norm = false;
+  bool output_gate = false;
+  std::string impl = "flash";  // prefill kernel: flash | sage (inference only)
+  int64_t sparse_block = 0;    // static block-sparse pattern (0 = dense), see block_layout.h
+  int64_t sparse_local = 1;
+  int64_t sparse_global = 0;
+  int64_t sparse_stride = 0;
 
   template <class V>
   void visit(V& v) {
@@ -33,6 +45,15 @@ struct AttentionConfig {
     v("n_sink", n_sink, "sink tokens always visible (StreamingLLM)");
     v("learned_sinks", learned_sinks, "per-head learned sink logits (gpt-oss)");
     v("kv_dtype", kv_dtype, "KV cache storage: f32, bf16, or int8/int4/int2 (KIVI)");
+    v("rope", rope, "rotary position embedding on q and k (false: no positional encoding, Jamba)");
+    v("qk_norm", qk_norm, "RMSNorm over each head of q and k before RoPE (Qwen3)");
+    v("output_gate", output_gate, "o * sigmoid(W_g x) per head before the output projection (Qwen3-Next)");
+    v("impl", impl,
+      "prefill kernel: flash (fp32 tiled) or sage (int8 QK^T; inference only: with gradients, flash runs)");
+    v("sparse_block", sparse_block, "block size of a static block-sparse pattern (0 = dense)");
+    v("sparse_local", sparse_local, "key blocks of the diagonal band, the query's own included");
+    v("sparse_global", sparse_global, "leading key blocks visible to every query");
+    v("sparse_stride", sparse_stride, "also every stride-th key block back (Sparse Transformer; 0 = none)");
   }
 };
 
@@ -45,9 +66,12 @@ class SoftmaxAttention : public Mixer {
   double extra_flops_per_token(int64_t context) const override;
 
  private:
+  Variable attend(const Variable& q, const Variable& k, const Variable& v, const MixerContext& ctx);
+
   AttentionConfig cfg_;
   int64_t d_model_, n_kv_, head_dim_, rotary_dim_;
-  Linear *wq_, *wk_, *wv_, *wo_;
+  Linear *wq_, *wk_, *wv_, *wo_, *wg_ = nullptr;
+  RMSNorm *q_norm_ = nullptr, *k_norm_ = nullptr;
   Variable* sinks_ = nullptr;
 };
 
