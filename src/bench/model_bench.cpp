@@ -79,11 +79,16 @@ DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batc
   auto step = [&] { m.logits(m.hidden(next, state.get()).data().reshape({batch, dm})); };  // a generation step
   step();  // warm: the first decode step allocates per-step buffers
   nn::profile_reset();
+  std::map<std::string, double> block_seconds;
+  m.set_block_timer(&block_seconds);
   double t0 = now_seconds();
   for (int64_t i = 0; i < steps; ++i) step();
   double t = now_seconds() - t0;
+  m.set_block_timer(nullptr);
   d.tokens_per_s = static_cast<double>(batch * steps) / t;
   d.state_bytes = state->bytes() / batch;
+  for (const auto& [kind, s] : block_seconds) d.us_per_token_by_layer[kind] = 1e6 * s / static_cast<double>(batch * steps);
+  for (const auto& [kind, b] : state->bytes_by_kind()) d.state_bytes_by_kind[kind] = b / batch;
   double attn = nn::profile_seconds(nn::ProfileSlot::attention_decode);
   d.attention_share = attn > 0 ? attn / t : -1;
   // Per step: the weights once (shared by the batch) plus every sequence's state at this context.
@@ -164,7 +169,8 @@ nlohmann::json to_json(const ModelBenchResult& r) {
   for (const DecodePoint& d : r.decode)
     j["decode"].push_back({{"context", d.context}, {"batch", d.batch}, {"tokens_per_s", d.tokens_per_s}, {"mbu", d.mbu},
                            {"bytes_per_token", d.bytes_per_token}, {"state_bytes", d.state_bytes},
-                           {"attention_share", d.attention_share}});
+                           {"attention_share", d.attention_share}, {"us_per_token_by_layer", d.us_per_token_by_layer},
+                           {"state_bytes_by_kind", d.state_bytes_by_kind}});
   for (const TrainPoint& p : r.train)
     j["train"].push_back({{"len", p.len}, {"batch", p.batch}, {"precision", p.precision}, {"tokens_per_s", p.tokens_per_s}, {"mfu", p.mfu},
                           {"peak_bytes", p.peak_bytes}});
@@ -198,6 +204,19 @@ std::string format_table(const ModelBenchResult& r) {
       os << line;
     }
     os << "\n";
+    if (d.us_per_token_by_layer.size() > 1 || d.state_bytes_by_kind.size() > 1) {  // hybrids: cost per layer kind
+      os << "          per layer kind:";
+      for (const auto& [kind, us] : d.us_per_token_by_layer) {
+        std::snprintf(line, sizeof line, " %s %.1f us/token", kind.c_str(), us);
+        os << line;
+      }
+      os << "; state";
+      for (const auto& [kind, b] : d.state_bytes_by_kind) {
+        std::snprintf(line, sizeof line, " %s %.1f KiB", kind.c_str(), b / 1024.0);
+        os << line;
+      }
+      os << "\n";
+    }
   }
   return os.str();
 }

@@ -8,7 +8,9 @@
 // with the peak tensor memory of each and the inference-state bytes per sequence.
 #pragma once
 
+#include <map>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "bench/ceilings.h"
@@ -26,6 +28,10 @@ struct DecodePoint {
   double tokens_per_s = 0, mbu = 0, bytes_per_token = 0;
   double attention_share = -1;  // fraction of decode time inside attention over the KV cache (-1: none)
   int64_t state_bytes = 0;
+  // Hybrids: microseconds per decoded token spent in the blocks of each mixer type (mixer, norms
+  // and FFN of the block), and the state bytes per sequence by kind ("kv", "recurrent", ...).
+  std::map<std::string, double> us_per_token_by_layer;
+  std::map<std::string, int64_t> state_bytes_by_kind;
 };
 struct TrainPoint {
   int64_t len = 0, batch = 1;

@@ -2,6 +2,7 @@
 #include "models/registry.h"
 #include "nn/linear_attention/gla.h"
 #include "nn/linear_attention/hgrn2.h"
+#include "nn/linear_attention/lightning.h"
 #include "nn/linear_attention/linear_attn.h"
 #include "nn/linear_attention/mamba2.h"
 #include "nn/linear_attention/retnet.h"
@@ -17,6 +18,7 @@ std::vector<MixerEntry> linear_attention_mixers() {
       make_mixer_entry<nn::Hgrn2Config, nn::Hgrn2>("hgrn2", "linear"),
       make_mixer_entry<nn::Mamba2Config, nn::Mamba2>("mamba2", "ssm"),
       make_mixer_entry<nn::Rwkv6Config, nn::Rwkv6>("rwkv6", "linear"),
+      make_mixer_entry<nn::LightningConfig, nn::LightningAttention>("lightning", "linear"),
   };
 }
 

@@ -451,7 +451,8 @@ TEST(RetNetLayer, PerHeadDecaysFollowThePaper) {
 
 TEST(LinearAttentionPresets, SmallPresetsMatchTransformerSmall) {
   const int64_t want = models::LanguageModel(models::resolve_preset("transformer-small")).num_parameters();
-  for (const char* name : {"linear-attn-small", "retnet-small", "gla-small", "hgrn2-small", "mamba2-small", "rwkv6-small"}) {
+  for (const char* name : {"linear-attn-small", "retnet-small", "gla-small", "hgrn2-small", "mamba2-small", "rwkv6-small",
+                           "lightning-small"}) {
     const int64_t n = models::LanguageModel(models::resolve_preset(name)).num_parameters();
     std::printf("%-20s %lld parameters (transformer-small %lld, %+.2f%%)\n", name, static_cast<long long>(n),
                 static_cast<long long>(want), 100.0 * (static_cast<double>(n) / static_cast<double>(want) - 1));

@@ -40,4 +40,28 @@ inline ::testing::AssertionResult prefill_matches_decode(const models::ModelConf
   return ::testing::AssertionSuccess();
 }
 
+// The logits of one stateless forward over sum(segments) tokens must equal those of the same tokens
+// fed segment by segment to a stateful model (batch 2).
+inline ::testing::AssertionResult segments_match_one_pass(const models::ModelConfig& cfg,
+                                                          const std::vector<int64_t>& segments, double atol) {
+  models::LanguageModel m(cfg);
+  NoGradGuard g;
+  int64_t T = 0;
+  for (int64_t s : segments) T += s;
+  Tensor ids = random_ids(2, T, cfg.vocab_size, 5);
+  Tensor full = m.hidden(ids).data();
+  auto logits_at = [&](const Tensor& h, int64_t t0, int64_t t1) {
+    return m.logits(h.slice(1, t0, t1).contiguous().reshape({2 * (t1 - t0), cfg.d_model})).to_floats();
+  };
+  auto state = m.new_state(2);
+  int64_t t0 = 0;
+  for (int64_t s : segments) {
+    Tensor h = m.hidden(ids.slice(1, t0, t0 + s).contiguous(), state.get()).data();
+    ::testing::AssertionResult r = all_close(logits_at(h, 0, s), logits_at(full, t0, t0 + s), atol, 1e-4);
+    if (!r) return r << " (segment at " << t0 << ", " << s << " tokens)";
+    t0 += s;
+  }
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace sw::testing
