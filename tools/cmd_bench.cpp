@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "bench/attention_bench.h"
 #include "bench/ceilings.h"
 #include "bench/model_bench.h"
 #include "bench/op_table.h"
@@ -21,6 +22,8 @@ struct BenchArgs {
   std::vector<std::string> presets, compare;
   std::vector<int64_t> prefill = {512, 4096}, decode = {512, 4096}, train = {512};
   std::vector<int64_t> batches = {1};
+  std::vector<int64_t> attention;  // prefill lengths of the attention-kernel workload (flash fp32 vs Sage int8)
+  CLI::Option* attention_opt = nullptr;
   int64_t decode_steps = 32;
 };
 
@@ -59,6 +62,14 @@ int run_bench(const BenchArgs& a) {
     compare_json(read_json(a.compare[0]), read_json(a.compare[1]), "");
     return 0;
   }
+  const bool attention = a.attention_opt && a.attention_opt->count() > 0;
+  bool attention_blank = attention && a.attention.empty();
+  if (attention)
+    for (const std::string& r : a.attention_opt->results()) attention_blank |= r.empty();  // --attention ''
+  SW_CHECK(!attention_blank, "bench",
+           "--attention needs a comma-separated list of sequence lengths, e.g. --attention 1024,2048,4096");
+  for (int64_t len : a.attention)
+    SW_CHECK(len > 0 && len <= (1 << 20), "bench", "--attention: sequence length must be in [1, 1048576], got ", len);
   std::fprintf(stderr, "measuring ceilings (GEMM table, memory bandwidth)...\n");
   bench::Ceilings c = bench::measure_ceilings(a.quick);
   std::printf("%s", bench::format_table(c).c_str());
@@ -77,6 +88,14 @@ int run_bench(const BenchArgs& a) {
                           {"gflops", r.gflops}, {"gbs", r.gbs}});
     }
     std::fprintf(stderr, "\n");
+  }
+  if (attention) {
+    bench::AttentionBenchConfig ac;
+    ac.lengths = a.attention;
+    ac.min_seconds = a.quick ? 0.2 : 1.0;
+    std::vector<bench::AttentionBenchPoint> r = bench::bench_attention(ac, c, true);
+    std::printf("\n%s", bench::format_table(r).c_str());
+    j["attention"] = bench::to_json(r);
   }
   bench::ModelBenchConfig mc;
   mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
@@ -109,6 +128,10 @@ void add_bench_command(CLI::App& app) {
   s->add_option("--decode", a.decode, "Decode contexts")->delimiter(',')->capture_default_str();
   s->add_option("--train", a.train, "Training-step lengths (empty with --train '')")->delimiter(',')->capture_default_str();
   s->add_option("--batch", a.batches, "Batch sizes")->delimiter(',')->capture_default_str();
+  a.attention_opt = s->add_option("--attention", a.attention,
+                 "Also time attention prefill, fp32 flash vs int8 Sage, at these lengths (B=1, causal, D=64, "
+                 "Hq/Hkv 8/8 and 8/2): --attention 1024,2048,4096")
+      ->delimiter(',');
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
   s->add_flag("--no-bf16-train", a.no_bf16_train, "Time the training step with f32 GEMMs only");
