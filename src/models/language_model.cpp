@@ -1,5 +1,7 @@
 #include "models/language_model.h"
 
+#include <set>
+
 #include "core/timer.h"
 #include "models/registry.h"
 #include "ops/ops.h"
@@ -135,6 +137,19 @@ Tensor LanguageModel::logits(const Tensor& hidden_rows) {
   NoGradGuard g;
   Variable h(hidden_rows.contiguous());
   return ops::linear(h, head_weight(), nullptr, DType::f32).data();
+}
+
+void LanguageModel::end_training_step() {
+  std::set<nn::Ffn*> done;  // a shared block's FFN steps once
+  for (Block* b : blocks_)
+    if (b->ffn() && done.insert(b->ffn()).second) b->ffn()->end_step();
+}
+
+std::vector<std::vector<double>> LanguageModel::expert_loads() {
+  std::vector<std::vector<double>> out;
+  for (Block* b : blocks_)
+    if (b->ffn() && !b->ffn()->expert_load().empty()) out.push_back(b->ffn()->expert_load());
+  return out;
 }
 
 std::unique_ptr<ModelState> LanguageModel::new_state(int64_t batch) {

@@ -66,6 +66,11 @@ class LanguageModel : public nn::Module {
   // Inference state bytes per sequence after `context` tokens, summed over layers, and by kind.
   int64_t state_bytes(int64_t context);
   std::map<std::string, int64_t> state_bytes_by_kind(int64_t context);
+  // After every optimizer step: each distinct FFN's end_step() (MoE load balancing by bias).
+  void end_training_step();
+  // Per block position with a routed FFN: the fraction of assignments per expert in the last
+  // forward (empty when no block routes).
+  std::vector<std::vector<double>> expert_loads();
   // While set, hidden() adds each block's wall time to (*acc)[its mixer type] (bench: decode cost per
   // layer kind). Null turns it off.
   void set_block_timer(std::map<std::string, double>* acc) { block_timer_ = acc; }

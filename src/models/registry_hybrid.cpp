@@ -24,6 +24,7 @@ void check_parallel(const json& j, const std::string& where) {
     SW_CHECK(b.is_object() && b.contains("type") && b["type"].is_string(), "config", at,
              ": expected a mixer config with a \"type\"");
     SW_CHECK(b["type"] != "parallel", "config", at, ": parallel mixers do not nest");
+    SW_CHECK(b["type"] != "yoco-cross", "config", at, ": a cross-decoder is a layer of its own, not a parallel branch");
     find_mixer(b["type"].get<std::string>(), at).check(b, at);
   }
 }

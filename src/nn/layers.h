@@ -1,6 +1,8 @@
 // Basic layers: Linear, RMSNorm, Embedding and the dense MLPs of the FFN slot (SwiGLU, GELU).
 #pragma once
 
+#include <vector>
+
 #include "nn/module.h"
 
 namespace sw::nn {
@@ -51,6 +53,11 @@ class Ffn : public Module {
  public:
   virtual Variable forward(const Variable& x) = 0;
   virtual Variable aux_loss() { return Variable(); }  // undefined when the FFN has none
+  // Routed FFNs (MoE): the fraction of routed assignments each expert received in the last
+  // forward (empty for dense FFNs), and the hook the trainer calls after every optimizer step
+  // (auxiliary-loss-free balancing moves its selection bias there).
+  virtual std::vector<double> expert_load() const { return {}; }
+  virtual void end_step() {}
 };
 
 // Llama's MLP: down(silu(gate x) * up x).

@@ -3,6 +3,10 @@
 #include "kernels/attention/sage_attention.h"
 #include "ops/attention.h"
 
+#include <algorithm>
+#include <memory>
+#include <vector>
+
 namespace sw::ops {
 
 namespace ka = kernels::attention;
@@ -32,6 +36,16 @@ Variable attention(const Variable& q, const Variable& k, const Variable& v, cons
   Tensor tq = q.data().contiguous(), tk = k.data().contiguous(), tv = v.data().contiguous();
   const ka::AttentionDims d = attention_dims(tq, tk, tv, "attention");
   ka::AttentionParams p = params;
+  // The backward runs after the caller's layout arrays may be gone: it keeps its own copy.
+  auto layout = std::make_shared<std::pair<std::vector<int32_t>, std::vector<int32_t>>>();
+  if (p.layout.block_q > 0) {
+    const int64_t rows = static_cast<int64_t>(p.layout.n_layouts) * (ka::ceil_div(d.Tq, p.layout.block_q) + 1);
+    layout->first.assign(p.layout.row_ptr, p.layout.row_ptr + rows);
+    const int32_t nnz = rows ? *std::max_element(layout->first.begin(), layout->first.end()) : 0;
+    layout->second.assign(p.layout.col_idx, p.layout.col_idx + nnz);
+    p.layout.row_ptr = layout->first.data();
+    p.layout.col_idx = layout->second.data();
+  }
   Tensor ts;
   if (sink_logits) {
     ts = sink_logits->data().contiguous();
@@ -44,7 +58,7 @@ Variable attention(const Variable& q, const Variable& k, const Variable& v, cons
                               lse.data<float>());
   std::vector<Variable> in = {q, k, v, sink_logits ? *sink_logits : Variable()};
   bool need_sink = sink_logits && sink_logits->requires_grad();
-  return record1("attention", in, o, [=](const std::vector<Tensor>& g) -> std::vector<Tensor> {
+  return record1("attention", in, o, [=, layout = std::move(layout)](const std::vector<Tensor>& g) -> std::vector<Tensor> {
     Tensor dq = Tensor::empty(tq.shape()), dk = Tensor::empty(tk.shape()), dv = Tensor::empty(tv.shape());
     Tensor ds = need_sink ? Tensor::empty({d.Hq}) : Tensor();
     ka::AttentionParams pb = p;

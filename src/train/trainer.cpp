@@ -168,6 +168,7 @@ TrainResult Trainer::run() {
       model_.zero_grad();
     } else {
       opt_.step(lr);
+      model_.end_training_step();
     }
     res.losses.emplace_back(step_, loss);
     step_seconds += now_seconds() - t_step;
@@ -181,11 +182,23 @@ TrainResult Trainer::run() {
         std::fprintf(stderr, "\rstep %lld/%lld | loss %.4f | lr %.2e | %.0f tok/s | MFU %.1f%% | ETA %s      ",
                      static_cast<long long>(step_), static_cast<long long>(cfg_.steps), loss, lr, tps, 100 * mfu,
                      format_duration(eta).c_str());
-      if (log.is_open())
-        log << nlohmann::json{{"step", step_},       {"loss", loss}, {"lr", lr}, {"grad_norm", opt_.last_grad_norm()},
-                              {"tokens_per_s", tps}, {"mfu", mfu},   {"elapsed_s", now - t_start}}
-                   .dump()
-            << "\n" << std::flush;
+      if (log.is_open()) {
+        nlohmann::json line{{"step", step_},       {"loss", loss}, {"lr", lr}, {"grad_norm", opt_.last_grad_norm()},
+                            {"tokens_per_s", tps}, {"mfu", mfu},   {"elapsed_s", now - t_start}};
+        // MoE: per-layer expert load of the last step and its worst max/mean imbalance.
+        std::vector<std::vector<double>> loads = model_.expert_loads();
+        if (!loads.empty()) {
+          double worst = 0;
+          for (const std::vector<double>& l : loads) {
+            double mx = 0, sum = 0;
+            for (double x : l) mx = std::max(mx, x), sum += x;
+            worst = std::max(worst, sum > 0 ? mx * static_cast<double>(l.size()) / sum : 0.0);
+          }
+          line["expert_load"] = loads;
+          line["expert_max_over_mean"] = worst;
+        }
+        log << line.dump() << "\n" << std::flush;
+      }
       t_window = now, window_tokens = 0;
     }
     double t_pause = now_seconds();  // evaluation and checkpoints do not count against tokens/s
