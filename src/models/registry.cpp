@@ -57,14 +57,18 @@ const std::vector<MixerEntry>& mixer_registry() {
 }
 
 const std::vector<FfnEntry>& ffn_registry() {
-  static const std::vector<FfnEntry> r = {
-      {"none", [](const json& j, const std::string& where) { parse_mixer_fields<NoFields>(j, where); },
-       [](const json&, const ModelConfig&, const nn::MixerSite&, std::mt19937_64&, const std::string&) {
-         return std::unique_ptr<nn::Ffn>();
-       }},
-      mlp_entry<nn::SwiGluMlp>("swiglu"),
-      mlp_entry<nn::GeluMlp>("gelu"),
-  };
+  static const std::vector<FfnEntry> r = [] {
+    std::vector<FfnEntry> all = {
+        {"none", [](const json& j, const std::string& where) { parse_mixer_fields<NoFields>(j, where); },
+         [](const json&, const ModelConfig&, const nn::MixerSite&, std::mt19937_64&, const std::string&) {
+           return std::unique_ptr<nn::Ffn>();
+         }},
+        mlp_entry<nn::SwiGluMlp>("swiglu"),
+        mlp_entry<nn::GeluMlp>("gelu"),
+    };
+    for (FfnEntry& e : moe_ffns()) all.push_back(std::move(e));
+    return all;
+  }();
   return r;
 }
 

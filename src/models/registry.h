@@ -52,6 +52,7 @@ std::vector<MixerEntry> linear_attention_mixers();  // linear attention, RetNet,
 std::vector<MixerEntry> delta_rule_mixers();        // DeltaNet, Gated DeltaNet, RWKV-7
 std::vector<MixerEntry> scan_mixers();              // Mamba, HGRN, TTT
 std::vector<MixerEntry> hybrid_mixers();            // parallel heads (Hymba), YOCO cross-decoder
+std::vector<FfnEntry> moe_ffns();                   // sparse mixture of experts (models/registry_moe.cpp)
 
 const std::vector<MixerEntry>& mixer_registry();
 const std::vector<FfnEntry>& ffn_registry();
