@@ -1,5 +1,6 @@
 // `speedwins train`: trains a preset (or a config file) on a text corpus, writing a checkpoint,
-// the tokenizer and a JSONL log into --out. `--resume` continues a run bit-exactly.
+// the tokenizer and a JSONL log into --out. `--resume` continues a run bit-exactly; `--init-from`
+// starts a new run from a checkpoint's weights (a converted model).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,7 +14,7 @@ namespace sw::tools {
 namespace {
 
 struct TrainArgs {
-  std::string preset, data = "brown", tokenizer = "byte", out, config;
+  std::string preset, data = "brown", tokenizer = "byte", out, config, init_from;
   bool resume = false, quiet = false;
   // Overrides of the training config (negative / empty = keep).
   int64_t steps = -1, batch = -1, seq_len = -1, grad_accum = -1, eval_every = -1, save_every = -1, seed = -1;
@@ -46,12 +47,22 @@ int run_train(const TrainArgs& a) {
   models::ModelConfig mcfg;
   train::TrainConfig tcfg;
   std::unique_ptr<io::Tokenizer> tok;
+  SW_CHECK(!(a.resume && !a.init_from.empty()), "train", "--resume and --init-from do not combine");
+  std::unique_ptr<train::Checkpoint> init;  // weights to start from (a converted model)
   if (a.resume) {
     SW_CHECK(fs::exists(ckpt_path), "train", "--resume: no checkpoint at ", ckpt_path);
     ckpt = std::make_unique<train::Checkpoint>(train::read_checkpoint(ckpt_path));
     mcfg = ckpt->config;
     tcfg = train::train_config_from_json(ckpt->state.train_config, ckpt_path + ":train_config");
     tok = make_tokenizer(a.out + "/" + ckpt->state.tokenizer);
+  } else if (!a.init_from.empty()) {
+    SW_CHECK(a.preset.empty(), "train", "--init-from takes the model from the checkpoint: drop --preset");
+    init = std::make_unique<train::Checkpoint>(train::read_checkpoint(a.init_from));
+    mcfg = init->config;
+    if (!init->state.train_config.empty())
+      tcfg = train::train_config_from_json(init->state.train_config, a.init_from + ":train_config");
+    const std::string dir = fs::path(a.init_from).parent_path().string();
+    tok = make_tokenizer(init->state.tokenizer.empty() ? a.tokenizer : (dir.empty() ? "." : dir) + "/" + init->state.tokenizer);
   } else {
     SW_CHECK(!a.preset.empty(), "train", "--preset is required (a preset name or a config JSON path)");
     mcfg = models::resolve_preset(a.preset);
@@ -72,7 +83,8 @@ int run_train(const TrainArgs& a) {
   train::TextSource text = train::load_text_source(a.data);
   EncodedText enc = encode_text(*tok, text.text);
   train::TokenDataset data(std::move(enc.tokens), 0.05, tok->vocab_size());
-  models::LanguageModel model(mcfg, a.preset);
+  models::LanguageModel model(mcfg, a.preset.empty() ? a.init_from : a.preset);
+  if (init) train::load_model_weights(model, *init);
   std::fprintf(stderr, "model %s: %.2fM parameters | data %s: %zu tokens (%.2f bytes/token) | %lld steps of %lld x %lld\n",
                mcfg.name.c_str(), model.num_parameters() / 1e6, text.name.c_str(), data.size(), enc.bytes_per_token,
                static_cast<long long>(tcfg.steps), static_cast<long long>(tcfg.batch), static_cast<long long>(tcfg.seq_len));
@@ -108,6 +120,8 @@ void add_train_command(CLI::App& app) {
   s->add_option("--out", a.out, "Run folder (checkpoint, tokenizer, log)")->required();
   s->add_option("--config", a.config, "Training config JSON (fields of TrainConfig)");
   s->add_flag("--resume", a.resume, "Continue from <out>/checkpoint.safetensors");
+  s->add_option("--init-from", a.init_from,
+                "Start from this checkpoint's model and weights with a fresh optimizer (e.g. a converted model)");
   s->add_flag("--quiet", a.quiet, "No progress line");
   s->add_option("--steps", a.steps, "Optimizer steps");
   s->add_option("--batch", a.batch, "Sequences per micro-batch");

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   sw::tools::add_inspect_command(app);
   sw::tools::add_tokenizer_command(app);
   sw::tools::add_bench_command(app);
+  sw::tools::add_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

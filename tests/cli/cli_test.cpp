@@ -54,9 +54,11 @@ std::string le64(uint64_t v) {
 TEST(Cli, HelpForEverySubcommand) {
   CliRun top = run("--help");
   EXPECT_EQ(top.status, 0);
-  for (const char* sub : {"train", "generate", "eval", "inspect", "presets", "tokenizer", "bench", "arena"}) {
-    EXPECT_NE(top.output.find(sub), std::string::npos) << sub;
-    CliRun r = run(std::string(sub) + " --help");
+  for (const char* sub : {"train", "generate", "eval", "inspect", "presets", "tokenizer", "bench", "arena", "convert",
+                          "convert upcycle"}) {
+    const std::string name(sub);
+    EXPECT_NE(top.output.find(name.substr(0, name.find(' '))), std::string::npos) << sub;
+    CliRun r = run(name + " --help");
     EXPECT_EQ(r.status, 0) << sub << ": " << r.output;
   }
 }
@@ -86,6 +88,38 @@ TEST(Cli, TrainResumeGenerateInspect) {
   ASSERT_EQ(e.status, 0) << e.output;
   EXPECT_NE(e.output.find("bits/byte"), std::string::npos) << e.output;
   fs::remove_all(out.parent_path());
+}
+
+// A dense run upcycled into an MoE: the converted checkpoint evaluates to the dense loss (the
+// experts are copies and the renormalised gates sum to 1), trains from its weights and generates.
+TEST(Cli, UpcycleEvaluatesTrainsAndGenerates) {
+  fs::path dense = tmp("dense"), moe = tmp("moe"), tuned = tmp("tuned");
+  CliRun t = run("train --preset transformer-tiny --data synthetic --steps 6 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " +
+                 dense.string());
+  ASSERT_EQ(t.status, 0) << t.output;
+  CliRun c = run("convert upcycle --experts 4 --top-k 2 --from " + (dense / "checkpoint.safetensors").string() +
+                 " --out " + moe.string());
+  ASSERT_EQ(c.status, 0) << c.output;
+  auto eval_loss = [&](const fs::path& dir) {
+    CliRun e = run("eval --checkpoint " + (dir / "checkpoint.safetensors").string() + " --data synthetic --max-batches 2");
+    EXPECT_EQ(e.status, 0) << e.output;
+    size_t at = e.output.find("loss ");
+    return at == std::string::npos ? -1.0 : std::stod(e.output.substr(at + 5));
+  };
+  const double ld = eval_loss(dense), lm = eval_loss(moe);
+  ASSERT_GT(ld, 0);
+  EXPECT_NEAR(lm, ld, 1e-4 * ld) << "eval prints 4 decimals: the losses must agree to them";
+  CliRun i = run("inspect " + (moe / "checkpoint.safetensors").string());
+  EXPECT_NE(i.output.find("\"moe\""), std::string::npos) << i.output;
+  CliRun tr = run("train --init-from " + (moe / "checkpoint.safetensors").string() +
+                  " --data synthetic --steps 3 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " + tuned.string());
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  CliRun g = run("generate --checkpoint " + (tuned / "checkpoint.safetensors").string() + " --prompt 'Alice ' --max-new 8");
+  ASSERT_EQ(g.status, 0) << g.output;
+  CliRun bad = run("convert upcycle --experts 1 --from " + (dense / "checkpoint.safetensors").string() + " --out " +
+                   tmp("bad").string());
+  EXPECT_EQ(bad.status, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--experts"), std::string::npos) << bad.output;
 }
 
 TEST(Cli, MalformedCheckpointsGiveAnErrorAndNonZeroExit) {
