@@ -1,5 +1,6 @@
 // `speedwins inspect`: what a checkpoint (or any safetensors file) holds: its config, parameter
 // count per module, dtypes and sizes. `speedwins presets`: the registered presets.
+#include <algorithm>
 #include <cstdio>
 #include <map>
 
@@ -32,9 +33,30 @@ int run_inspect(const std::string& path, bool all) {
   auto ts = f.metadata.find("train_state");
   if (ts != f.metadata.end()) {
     nlohmann::json j = nlohmann::json::parse(ts->second, nullptr, false);
-    if (!j.is_discarded() && j.is_object())
+    if (!j.is_discarded() && j.is_object()) {
       std::printf("trained: %lld steps, %lld tokens\n", static_cast<long long>(j.value("step", 0)),
                   static_cast<long long>(j.value("tokens", 0)));
+      // MoE: the per-expert load of the last step, one line per routed layer.
+      auto load = j.find("expert_load");
+      if (load != j.end() && load->is_array()) {
+        std::printf("expert load (fraction of assignments per expert, last training step):\n");
+        size_t layer = 0;
+        for (const auto& l : *load) {
+          if (!l.is_array() || l.empty()) continue;
+          double mx = 0, sum = 0;
+          std::string row;
+          for (const auto& x : l) {
+            const double v = x.is_number() ? x.get<double>() : 0.0;
+            mx = std::max(mx, v), sum += v;
+            char b[16];
+            std::snprintf(b, sizeof b, " %.3f", v);
+            if (row.size() < 400) row += b;  // bounded: a crafted file cannot flood the terminal
+          }
+          std::printf("  layer %zu: max/mean %.2f |%s\n", layer++, sum > 0 ? mx * static_cast<double>(l.size()) / sum : 0.0,
+                      row.c_str());
+        }
+      }
+    }
   }
   // Parameters per module: "model.blocks.3.mixer.wq.weight" -> "model.blocks.3", "opt.m.x" -> "opt.m".
   auto group_of = [](const std::string& name) {

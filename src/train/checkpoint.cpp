@@ -17,6 +17,7 @@ void save_checkpoint(const std::string& path, models::LanguageModel& model, cons
                        {"train_config", state.train_config},
                        {"tokenizer", state.tokenizer},
                        {"optimizer_steps", opt ? opt->steps() : 0}};
+  if (!state.expert_load.empty()) ts["expert_load"] = state.expert_load;
   io::Metadata meta = {{"format", kFormat},
                        {"config", models::model_config_to_json(model.config()).dump()},
                        {"train_state", ts.dump()}};

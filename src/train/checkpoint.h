@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "io/safetensors.h"
 #include "models/language_model.h"
@@ -20,6 +21,9 @@ struct TrainState {
   std::string sampler_state;   // the batch sampler's serialised RNG state (the data position)
   nlohmann::json train_config = nlohmann::json::object();
   std::string tokenizer;       // tokenizer file name, relative to the checkpoint's folder
+  // MoE: per layer with a routed FFN, the fraction of assignments per expert in the last training
+  // step (informational; `inspect` shows it). Empty for dense models.
+  std::vector<std::vector<double>> expert_load;
 };
 
 void save_checkpoint(const std::string& path, models::LanguageModel& model, const Optimizer* opt,

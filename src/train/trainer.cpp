@@ -109,6 +109,7 @@ void Trainer::save(const std::string& path) {
   s.sampler_state = sampler_.state();
   s.train_config = train_config_to_json(cfg_);
   s.tokenizer = opts_.tokenizer_file;
+  s.expert_load = model_.expert_loads();
   save_checkpoint(path, model_, &opt_, s);
 }
 

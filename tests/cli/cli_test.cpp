@@ -114,6 +114,13 @@ TEST(Cli, UpcycleEvaluatesTrainsAndGenerates) {
   CliRun tr = run("train --init-from " + (moe / "checkpoint.safetensors").string() +
                   " --data synthetic --steps 3 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " + tuned.string());
   ASSERT_EQ(tr.status, 0) << tr.output;
+  CliRun it = run("inspect " + (tuned / "checkpoint.safetensors").string());  // the per-expert load of training
+  EXPECT_NE(it.output.find("expert load"), std::string::npos) << it.output;
+  EXPECT_NE(it.output.find("layer 1: max/mean"), std::string::npos) << it.output;
+  std::ifstream log(tuned / "train_log.jsonl");
+  std::string first;
+  std::getline(log, first);
+  EXPECT_NE(first.find("\"expert_load\""), std::string::npos) << first;
   CliRun g = run("generate --checkpoint " + (tuned / "checkpoint.safetensors").string() + " --prompt 'Alice ' --max-new 8");
   ASSERT_EQ(g.status, 0) << g.output;
   CliRun bad = run("convert upcycle --experts 1 --from " + (dense / "checkpoint.safetensors").string() + " --out " +
