@@ -14,7 +14,7 @@ void add_arena_command(CLI::App& app) {
   s->add_option("--presets", c.presets, "Presets to compare (default: every preset of --size)")->delimiter(',');
   s->add_option("--size", c.size, "Size class of the default presets")->capture_default_str();
   s->add_option("--data", c.data, "brown | synthetic | a text file or folder")->capture_default_str();
-  s->add_option("--budget", c.budget, "Scales training tokens and MQAR steps (1 = about 15 minutes on 2 cores)")
+  s->add_option("--budget", c.budget, "Scales training tokens and MQAR steps (1 = 500k LM tokens and 250 MQAR steps per preset)")
       ->capture_default_str();
   s->add_option("--lengths", c.lengths, "Prefill lengths and decode contexts")->delimiter(',')->capture_default_str();
   s->add_option("--seed", c.seed, "Seed for data order and initialisation")->capture_default_str();

@@ -2,6 +2,7 @@
 // checks (errors name the op and the shapes), the kernel call, and a backward closure that keeps
 // only the inputs (the kernels' backward recomputes every state it needs).
 #include "ops/delta_rule_ops.h"
+#include "ops/input_checks.h"
 
 #include <limits>
 
@@ -14,19 +15,13 @@ namespace {
 // The kernels index with int dimensions.
 constexpr int64_t kMaxDim = std::numeric_limits<int>::max();
 
-Tensor f32_input(const Tensor& t, const char* op, const char* name) {
-  SW_CHECK(t.defined(), op, name, " is undefined");
-  SW_CHECK(t.dtype() == DType::f32, op, name, " must be f32, got ", t.describe());
-  return t.contiguous();
-}
+using detail::f32_input;
 Tensor f32_input(const Variable& x, const char* op, const char* name) {
   SW_CHECK(x.defined(), op, name, " is undefined");
   return f32_input(x.data(), op, name);
 }
 
-void expect_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
-  SW_CHECK(t.shape() == s, op, name, " must be f32", shape_str(s), ", got ", t.describe());
-}
+using detail::expect_shape;
 
 struct Dims {
   int64_t B, T, H, K, V;

@@ -2,6 +2,7 @@
 // op and the shapes), the kernel call, and a backward closure that keeps the inputs and the state
 // entering each block.
 #include "ops/lightning_ops.h"
+#include "ops/input_checks.h"
 
 #include <cmath>
 #include <limits>
@@ -14,15 +15,9 @@ namespace {
 // The kernels index (b, t, h) rows with int64 products; keep the row count sane as the GLA ops do.
 constexpr int64_t kMaxRows = std::numeric_limits<int>::max();
 
-Tensor f32_input(const Tensor& t, const char* op, const char* name) {
-  SW_CHECK(t.defined(), op, name, " is undefined");
-  SW_CHECK(t.dtype() == DType::f32, op, name, " must be f32, got ", t.describe());
-  return t.contiguous();
-}
+using detail::f32_input;
 
-void expect_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
-  SW_CHECK(t.shape() == s, op, name, " must be f32", shape_str(s), ", got ", t.describe());
-}
+using detail::expect_shape;
 
 kernels::LightningDims dims_of(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
   SW_CHECK(q.ndim() == 4, op, "q must be [B, T, H, K], got ", q.describe());

@@ -2,6 +2,7 @@
 // name the op and the shapes), the kernel call, and a backward closure that keeps only the inputs
 // and, on the training path, the per-chunk states the chunkwise backward starts from.
 #include "ops/linear_attention_ops.h"
+#include "ops/input_checks.h"
 
 #include <algorithm>
 #include <cstring>
@@ -25,15 +26,9 @@ const char* gate_name(GlaGate g) {
   return "?";
 }
 
-Tensor f32_input(const Tensor& t, const char* op, const char* name) {
-  SW_CHECK(t.defined(), op, name, " is undefined");
-  SW_CHECK(t.dtype() == DType::f32, op, name, " must be f32, got ", t.describe());
-  return t.contiguous();
-}
+using detail::f32_input;
 
-void expect_shape(const Tensor& t, const Shape& s, const char* op, const char* name) {
-  SW_CHECK(t.shape() == s, op, name, " must be f32", shape_str(s), ", got ", t.describe());
-}
+using detail::expect_shape;
 
 // q-like [B, T, H, K] and v-like [B, T, H, V]; every other input is checked against these.
 kernels::GlaDims dims_of(const Tensor& q, const Tensor& k, const Tensor& v, const char* op) {
