@@ -126,7 +126,7 @@ void moe_combine(const float* ys, const int32_t* assign_slot, const float* gates
     for (int64_t j = 0; j < k; ++j) {
       const int32_t s = assign_slot[n * k + j];
       if (s < 0) continue;
-      const float g = gates[n * k + j];
+      const float g = gates ? gates[n * k + j] : 1.f;
       const float* src = ys + static_cast<int64_t>(s) * D;
 #pragma omp simd
       for (int64_t d = 0; d < D; ++d) yn[d] += g * src[d];
@@ -161,18 +161,7 @@ void moe_combine_backward(const float* dy, const float* ys, const int32_t* assig
 }
 
 void moe_gather_backward(const float* dxs, const int32_t* assign_slot, int64_t N, int64_t k, int64_t D, float* dx) {
-#pragma omp parallel for schedule(static) if (N * k * D > kParallelMin)
-  for (int64_t n = 0; n < N; ++n) {
-    float* dxn = dx + n * D;
-    for (int64_t d = 0; d < D; ++d) dxn[d] = 0.f;
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t s = assign_slot[n * k + j];
-      if (s < 0) continue;
-      const float* src = dxs + static_cast<int64_t>(s) * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) dxn[d] += src[d];
-    }
-  }
+  moe_combine(dxs, assign_slot, nullptr, N, k, D, dx);  // the sum of a token's slots: a combine with unit gates
 }
 
 void moe_swiglu_experts_fwd(const float* xs, const int64_t* offsets, const MoeExpertWeights& w, float* hg, float* hu,

@@ -33,7 +33,7 @@ int64_t moe_build_plan(const int32_t* expert, int64_t A, int64_t E, int64_t* off
 void moe_gather(const float* x, const int32_t* slot_assign, int64_t S, int64_t k, int64_t D, float* xs);
 
 // y[n, :] = sum_j gates[n, j] * ys[assign_slot[n * k + j], :], undispatched slots skipped.
-//   ys [S, D], assign_slot [N * k], gates [N, k], y [N, D] out (overwritten)
+//   ys [S, D], assign_slot [N * k], gates [N, k] (null: every gate 1), y [N, D] out (overwritten)
 void moe_combine(const float* ys, const int32_t* assign_slot, const float* gates, int64_t N, int64_t k, int64_t D,
                  float* y);
 
