@@ -32,7 +32,7 @@ struct Key {
 
 struct Prim {
   dnnl::matmul matmul;
-  memory::desc a_md, b_md, c_md;
+  memory::desc a_md, b_md, c_md, scratch_md;
 };
 
 // Memory descriptor of a [batch, rows, cols] view with explicit strides (a transposed operand is a
@@ -59,6 +59,10 @@ const Prim& get_prim(const Key& key) {
   p.b_md = view_md(b_batch, key.k, key.n, key.tb, key.ldb, key.sb, key.bt);
   p.c_md = view_md(key.batch, key.m, key.n, false, key.ldc, key.sc, DType::f32);
   dnnl::primitive_attr attr;
+  // Each call brings its own scratchpad: with the library's shared one (Debian's oneDNN is built
+  // without DNNL_ENABLE_CONCURRENT_EXEC), two matmuls executed at once from different threads (the
+  // MoE experts' GEMMs run concurrently) would overwrite each other's scratch.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (key.alpha != 1.f) attr.set_output_scales(0, {key.alpha});
   if (key.beta != 0.f) {
     dnnl::post_ops po;
@@ -67,6 +71,7 @@ const Prim& get_prim(const Key& key) {
   }
   auto pd = dnnl::matmul::primitive_desc(dnnl::matmul::desc(p.a_md, p.b_md, p.c_md), attr, cpu_engine());
   p.matmul = dnnl::matmul(pd);
+  p.scratch_md = pd.scratchpad_desc();
   return g_cache.emplace(key, std::move(p)).first->second;
 }
 
@@ -166,7 +171,10 @@ void gemm(const GemmArgs& g) {
   memory bm(p.b_md, cpu_engine(), const_cast<void*>(a.b));
   memory cm(p.c_md, cpu_engine(), a.c);
   thread_local dnnl::stream strm(cpu_engine());
-  p.matmul.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+  thread_local std::vector<char> scratch;  // per thread, grown to the largest primitive's need
+  if (scratch.size() < p.scratch_md.get_size()) scratch.resize(p.scratch_md.get_size());
+  memory sm(p.scratch_md, cpu_engine(), scratch.data());
+  p.matmul.execute(strm, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}, {DNNL_ARG_SCRATCHPAD, sm}});
   strm.wait();
 }
 
