@@ -9,6 +9,7 @@
 #include "bench/attention_bench.h"
 #include "bench/ceilings.h"
 #include "bench/model_bench.h"
+#include "bench/moe_bench.h"
 #include "bench/op_table.h"
 #include "models/presets.h"
 #include "tools/commands.h"
@@ -24,6 +25,9 @@ struct BenchArgs {
   std::vector<int64_t> batches = {1};
   std::vector<int64_t> attention;  // prefill lengths of the attention-kernel workload (flash fp32 vs Sage int8)
   CLI::Option* attention_opt = nullptr;
+  std::vector<int64_t> moe;  // batch tokens of the MoE-vs-dense FFN training workload
+  CLI::Option* moe_opt = nullptr;
+  std::string moe_preset = "moe-100m";
   int64_t decode_steps = 32;
 };
 
@@ -62,14 +66,20 @@ int run_bench(const BenchArgs& a) {
     compare_json(read_json(a.compare[0]), read_json(a.compare[1]), "");
     return 0;
   }
-  const bool attention = a.attention_opt && a.attention_opt->count() > 0;
-  bool attention_blank = attention && a.attention.empty();
-  if (attention)
-    for (const std::string& r : a.attention_opt->results()) attention_blank |= r.empty();  // --attention ''
-  SW_CHECK(!attention_blank, "bench",
-           "--attention needs a comma-separated list of sequence lengths, e.g. --attention 1024,2048,4096");
-  for (int64_t len : a.attention)
-    SW_CHECK(len > 0 && len <= (1 << 20), "bench", "--attention: sequence length must be in [1, 1048576], got ", len);
+  // A list option given must hold numbers in range: CLI11 drops empty items, so `--x ''` is caught here.
+  auto given_list = [](CLI::Option* opt, const std::vector<int64_t>& values, const char* flag, const char* what,
+                       const char* example) {
+    const bool given = opt && opt->count() > 0;
+    bool blank = given && values.empty();
+    if (given)
+      for (const std::string& r : opt->results()) blank |= r.empty();
+    SW_CHECK(!blank, "bench", flag, " needs a comma-separated list of ", what, ", e.g. ", flag, " ", example);
+    for (int64_t v : values)
+      SW_CHECK(v > 0 && v <= (1 << 20), "bench", flag, ": ", what, " must be in [1, 1048576], got ", v);
+    return given;
+  };
+  const bool attention = given_list(a.attention_opt, a.attention, "--attention", "sequence lengths", "1024,2048,4096");
+  const bool moe = given_list(a.moe_opt, a.moe, "--moe", "batch token counts", "2048,4096");
   std::fprintf(stderr, "measuring ceilings (GEMM table, memory bandwidth)...\n");
   bench::Ceilings c = bench::measure_ceilings(a.quick);
   std::printf("%s", bench::format_table(c).c_str());
@@ -96,6 +106,14 @@ int run_bench(const BenchArgs& a) {
     std::vector<bench::AttentionBenchPoint> r = bench::bench_attention(ac, c, true);
     std::printf("\n%s", bench::format_table(r).c_str());
     j["attention"] = bench::to_json(r);
+  }
+  if (moe) {
+    bench::MoeBenchConfig bc;
+    bc.preset = a.moe_preset, bc.tokens = a.moe;
+    bc.min_seconds = a.quick ? 0.3 : 2.0;
+    std::vector<bench::MoeBenchPoint> r = bench::bench_moe(bc, c, true);
+    std::printf("\n%s", bench::format_table(r).c_str());
+    j["moe"] = bench::to_json(r);
   }
   bench::ModelBenchConfig mc;
   mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
@@ -132,6 +150,11 @@ void add_bench_command(CLI::App& app) {
                  "Also time attention prefill, fp32 flash vs int8 Sage, at these lengths (B=1, causal, D=64, "
                  "Hq/Hkv 8/8 and 8/2): --attention 1024,2048,4096")
       ->delimiter(',');
+  a.moe_opt = s->add_option("--moe", a.moe,
+                             "Also time an MoE FFN training step (fwd + bwd) against the dense SwiGLU of equal "
+                             "active parameters at these batch token counts: --moe 2048,4096")
+                  ->delimiter(',');
+  s->add_option("--moe-preset", a.moe_preset, "Preset (or config) whose MoE `ffn` --moe times")->capture_default_str();
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
   s->add_flag("--no-bf16-train", a.no_bf16_train, "Time the training step with f32 GEMMs only");

@@ -28,17 +28,6 @@ bool has_bf16_weights(models::LanguageModel& m) {
 
 }  // namespace
 
-double decode_weight_bytes(models::LanguageModel& m) {
-  double bytes = 0;
-  const models::ModelConfig& c = m.config();
-  m.visit_parameters([&](const std::string& name, nn::Parameter& p) {
-    double b = static_cast<double>(p.var.data().nbytes());
-    if (name.rfind("embed.", 0) == 0) b = c.tie_embeddings ? b : b / static_cast<double>(c.vocab_size);
-    bytes += b;
-  });
-  return bytes;
-}
-
 PrefillPoint bench_prefill(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
                            int min_trials) {
   PrefillPoint p;
@@ -81,9 +70,18 @@ DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batc
   nn::profile_reset();
   std::map<std::string, double> block_seconds;
   m.set_block_timer(&block_seconds);
+  // Weight bytes read per step, averaged over the steps (a routed FFN reads only the experts its
+  // tokens chose); counting them is kept out of the timed interval.
+  double weight_bytes = 0, counting = 0;
   double t0 = now_seconds();
-  for (int64_t i = 0; i < steps; ++i) step();
-  double t = now_seconds() - t0;
+  for (int64_t i = 0; i < steps; ++i) {
+    step();
+    const double c0 = now_seconds();
+    weight_bytes += m.last_step_weight_bytes();
+    counting += now_seconds() - c0;
+  }
+  double t = now_seconds() - t0 - counting;
+  weight_bytes /= static_cast<double>(std::max<int64_t>(steps, 1));
   m.set_block_timer(nullptr);
   d.tokens_per_s = static_cast<double>(batch * steps) / t;
   d.state_bytes = state->bytes() / batch;
@@ -93,7 +91,7 @@ DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batc
   d.attention_share = attn > 0 ? attn / t : -1;
   // Per step: the weights once (shared by the batch) plus every sequence's state at this context.
   double state_read = static_cast<double>(m.state_bytes(context + steps / 2)) * batch;
-  d.bytes_per_token = (decode_weight_bytes(m) + state_read) / static_cast<double>(batch);
+  d.bytes_per_token = (weight_bytes + state_read) / static_cast<double>(batch);
   d.mbu = d.tokens_per_s * d.bytes_per_token / (c.read_gbs * 1e9);
   return d;
 }

@@ -59,9 +59,6 @@ DecodePoint bench_decode(models::LanguageModel& m, int64_t context, int64_t batc
 TrainPoint bench_train_step(models::LanguageModel& m, int64_t len, int64_t batch, const Ceilings& c, double min_seconds,
                             DType precision = DType::f32);
 
-// Bytes a decode step reads for the weights: every GEMM weight on a token's path (the embedding
-// lookup reads one row; a tied head reads the whole table).
-double decode_weight_bytes(models::LanguageModel& m);
 
 struct ModelBenchResult {
   std::string preset;

@@ -184,12 +184,37 @@ double LanguageModel::forward_flops_per_token(int64_t context, bool include_head
   };
   double gemm_weights = 0, extra = 0;
   for (Block* b : blocks_) {
-    gemm_weights += matrix_weights(*b);
+    gemm_weights += matrix_weights(b->mixer()) + (b->ffn() ? b->ffn()->gemm_weights_per_token() : 0.0);
     extra += b->mixer().extra_flops_per_token(context + cfg_.meta_tokens);
   }
   if (cross_kv_) gemm_weights += matrix_weights(*cross_kv_);
   if (include_head) gemm_weights += static_cast<double>(cfg_.vocab_size * cfg_.d_model);
   return 2.0 * gemm_weights + extra;
+}
+
+int64_t LanguageModel::active_parameters() {
+  int64_t n = num_parameters();
+  std::set<nn::Ffn*> done;
+  for (Block* b : blocks_)
+    if (b->ffn() && done.insert(b->ffn()).second) n -= b->ffn()->num_parameters() - b->ffn()->active_parameters();
+  return n;
+}
+
+double LanguageModel::last_step_weight_bytes() {
+  double bytes = 0;
+  visit_parameters([&](const std::string& name, nn::Parameter& p) {
+    double b = static_cast<double>(p.var.data().nbytes());
+    if (name.rfind("embed.", 0) == 0 && !cfg_.tie_embeddings) b /= static_cast<double>(cfg_.vocab_size);
+    bytes += b;
+  });
+  std::set<nn::Ffn*> done;
+  for (Block* b : blocks_)
+    if (b->ffn() && done.insert(b->ffn()).second) {
+      double all = 0;
+      b->ffn()->visit_parameters([&](const std::string&, nn::Parameter& p) { all += static_cast<double>(p.var.data().nbytes()); });
+      bytes -= all - b->ffn()->last_weight_bytes();
+    }
+  return bytes;
 }
 
 }  // namespace sw::models

@@ -79,6 +79,11 @@ class LanguageModel : public nn::Module {
   // include_head: count the LM head (training computes it for every token; a prefill only for the
   // last one).
   double forward_flops_per_token(int64_t context, bool include_head = true);
+  // Parameters one token uses (routed FFNs count their top-k experts; a shared block counts once).
+  int64_t active_parameters();
+  // Bytes of weights a decode step reads: every weight, but one embedding row when the head is
+  // untied, and of routed FFNs only the experts the last forward chose.
+  double last_step_weight_bytes();
 
  private:
   ModelConfig cfg_;

@@ -3,6 +3,21 @@
 #include "ops/ops.h"
 
 namespace sw::nn {
+
+double Ffn::gemm_weights_per_token() {
+  double w = 0;
+  visit_parameters([&](const std::string&, Parameter& p) {
+    if (p.gemm_weight) w += static_cast<double>(p.var.numel());
+  });
+  return w;
+}
+
+double Ffn::last_weight_bytes() {
+  double bytes = 0;
+  visit_parameters([&](const std::string&, Parameter& p) { bytes += static_cast<double>(p.var.data().nbytes()); });
+  return bytes;
+}
+
 namespace {
 thread_local DType t_matmul_dtype = DType::f32;
 }

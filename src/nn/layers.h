@@ -58,6 +58,13 @@ class Ffn : public Module {
   // (auxiliary-loss-free balancing moves its selection bias there).
   virtual std::vector<double> expert_load() const { return {}; }
   virtual void end_step() {}
+  // Parameters one token uses (a routed FFN: the router, its top-k experts, shared experts).
+  virtual int64_t active_parameters() { return num_parameters(); }
+  // Bytes of weights the last forward read (a routed FFN: only the experts some token chose), so
+  // decode bandwidth is measured on what decode actually streams.
+  virtual double last_weight_bytes();
+  // GEMM weights on the path of one token (2 FLOPs each): a routed FFN counts its top-k experts.
+  virtual double gemm_weights_per_token();
 };
 
 // Llama's MLP: down(silu(gate x) * up x).

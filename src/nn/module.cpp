@@ -27,7 +27,7 @@ void Module::zero_grad() {
 
 void Module::to_bf16_weights() {
   visit_parameters([](const std::string&, Parameter& p) {
-    if (p.var.data().ndim() == 2 && p.var.data().dtype() == DType::f32) {
+    if (p.gemm_weight && p.var.data().dtype() == DType::f32) {
       p.var.mutable_data() = p.var.data().to(DType::bf16);
       p.var.set_requires_grad(false);
     }
@@ -39,8 +39,18 @@ Variable& Module::add_param(const std::string& name, Tensor init, bool decay) {
   p->name = name;
   p->var = Variable(std::move(init), true, name);
   p->decay = decay;
+  p->gemm_weight = p->var.data().ndim() == 2;
   params_.push_back(std::move(p));
   return params_.back()->var;
+}
+
+void Module::mark_gemm_weight(const std::string& name) {
+  for (auto it = params_.rbegin(); it != params_.rend(); ++it)
+    if ((*it)->name == name) {
+      (*it)->gemm_weight = true;
+      return;
+    }
+  SW_CHECK(false, "module", "mark_gemm_weight: no parameter named '", name, "'");
 }
 
 Tensor init_normal(const Shape& shape, double std, std::mt19937_64& rng) {

@@ -20,6 +20,9 @@ struct Parameter {
   std::string name;
   Variable var;
   bool decay = true;
+  // Read by a GEMM, so to_bf16_weights() may narrow it: every 2-d weight, and stacks of them
+  // (grouped expert weights [E, out, in]) that the owning layer marks with mark_gemm_weight().
+  bool gemm_weight = false;
 };
 
 class Module {
@@ -34,12 +37,15 @@ class Module {
   std::vector<Parameter*> parameters();
   int64_t num_parameters();
   void zero_grad();
-  // Converts every 2-d weight to bf16 in place for inference (halves decode memory traffic);
-  // norms, biases and 1-d parameters stay f32. Frozen afterwards: bf16 weights cannot be trained.
+  // Converts every GEMM weight (Parameter::gemm_weight) to bf16 in place for inference (halves
+  // decode memory traffic); norms, biases, conv taps and other parameters stay f32. Frozen
+  // afterwards: bf16 weights cannot be trained.
   void to_bf16_weights();
 
  protected:
   Variable& add_param(const std::string& name, Tensor init, bool decay = true);
+  // Marks the last-added parameter of this name as a GEMM weight whatever its rank.
+  void mark_gemm_weight(const std::string& name);
   template <class M>
   M* add_module(const std::string& name, std::unique_ptr<M> m) {
     M* raw = m.get();

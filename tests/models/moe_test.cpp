@@ -561,12 +561,29 @@ TEST(MoeDecode, OneTokenReadsOnlyTheSelectedExperts) {
   EXPECT_EQ(moe.forward(x).data().to_floats(), clean);
 }
 
-// Parameters a token uses: everything except the experts it does not select.
-int64_t active_params(models::LanguageModel& m) {
-  int64_t n = m.num_parameters();
-  for (auto* b : m.blocks())
-    if (auto* f = dynamic_cast<MoeFfn*>(b->ffn())) n -= f->num_parameters() - f->active_parameters();
-  return n;
+int64_t active_params(models::LanguageModel& m) { return m.active_parameters(); }
+
+TEST(MoeDecode, Bf16ExpertsAndOnlyTheChosenExpertsBytesCount) {
+  // to_bf16_weights narrows the stacked expert weights [E, H, D] like any GEMM weight; one token
+  // then reads (and is counted for) the router, its top_k experts and the shared expert only.
+  const int64_t D = 16, H = 8, E = 8, K = 2;
+  MoeConfig c = base(E, K);
+  c.n_shared = 1;
+  std::mt19937_64 rng(4);
+  MoeFfn moe(D, H, c, 0.3, 0.1, rng);
+  NoGradGuard g;
+  Variable x(rand_t({1, 1, D}, 5));
+  const std::vector<float> f32 = moe.forward(x).data().to_floats();
+  moe.to_bf16_weights();
+  moe.visit_parameters([&](const std::string& n, Parameter& p) {
+    if (n == "w_gate" || n == "w_up" || n == "w_down") EXPECT_EQ(p.var.data().dtype(), DType::bf16) << n;
+  });
+  const std::vector<float> b16 = moe.forward(x).data().to_floats();
+  for (size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(b16[i], f32[i], 2e-2 * std::fabs(f32[i]) + 1e-3) << i;
+  double total = 0;
+  moe.visit_parameters([&](const std::string&, Parameter& p) { total += static_cast<double>(p.var.data().nbytes()); });
+  const double per_expert_bf16 = 3.0 * H * D * 2;
+  EXPECT_DOUBLE_EQ(moe.last_weight_bytes(), total - (E - K) * per_expert_bf16);
 }
 
 TEST(MoePresets, SmallPresetsMatchTransformerSmallActiveParameters) {

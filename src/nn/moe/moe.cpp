@@ -61,6 +61,7 @@ MoeFfn::MoeFfn(int64_t d_model, int64_t ffn_hidden, const MoeConfig& cfg, double
   w_gate_ = &add_param("w_gate", init_normal({E, H, D}, std, rng));
   w_up_ = &add_param("w_up", init_normal({E, H, D}, std, rng));
   w_down_ = &add_param("w_down", init_normal({E, D, H}, out_std, rng));
+  for (const char* w : {"w_gate", "w_up", "w_down"}) mark_gemm_weight(w);  // bf16 at inference like any GEMM weight
   if (cfg_.n_shared > 0)
     shared_ = add_module("shared", std::make_unique<SwiGluMlp>(D, cfg_.n_shared * H, std, out_std, rng));
   if (cfg_.n_constant_experts > 0)
@@ -74,7 +75,24 @@ MoeFfn::MoeFfn(int64_t d_model, int64_t ffn_hidden, const MoeConfig& cfg, double
   step_counts_.assign(cfg_.n_routed(), 0);
 }
 
-int64_t MoeFfn::active_parameters() const {
+double MoeFfn::last_weight_bytes() {
+  double bytes = Ffn::last_weight_bytes();
+  const double per_expert =
+      static_cast<double>(w_gate_->data().nbytes() + w_up_->data().nbytes() + w_down_->data().nbytes()) /
+      static_cast<double>(cfg_.n_experts);
+  std::vector<char> read(cfg_.n_experts, 0);
+  for (int32_t e : routing_.dispatched)
+    if (e >= 0 && e < cfg_.n_experts) read[e] = 1;
+  for (char r : read)
+    if (!r) bytes -= per_expert;
+  return bytes;
+}
+
+double MoeFfn::gemm_weights_per_token() {
+  return static_cast<double>(active_parameters() - cfg_.n_constant_experts * d_model_);
+}
+
+int64_t MoeFfn::active_parameters() {
   const int64_t D = d_model_, R = cfg_.n_routed();
   int64_t n = R * D + cfg_.top_k * 3 * D * hidden_ + cfg_.n_shared * 3 * D * hidden_;
   return n + cfg_.n_constant_experts * D;

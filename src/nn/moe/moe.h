@@ -83,7 +83,10 @@ class MoeFfn : public Ffn {
   int64_t expert_hidden() const { return hidden_; }
   const Routing& last_routing() const { return routing_; }  // of the last forward
   // Parameters one token uses: router, top_k experts, the shared experts (and constant vectors).
-  int64_t active_parameters() const;
+  int64_t active_parameters() override;
+  // All weights but the SwiGLU experts no token chose in the last forward.
+  double last_weight_bytes() override;
+  double gemm_weights_per_token() override;  // router, top_k experts, shared experts
   Variable* selection_bias() { return bias_; }  // null unless bias_update_rate > 0
 
  private:
