@@ -1,9 +1,11 @@
 // `speedwins generate` (sample text from a checkpoint, streamed) and `speedwins eval` (held-out
 // loss, perplexity and bits per byte of a checkpoint on a corpus).
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
 #include "infer/generate.h"
+#include "models/model_limits.h"
 #include "tools/cli_common.h"
 #include "tools/commands.h"
 #include "train/checkpoint.h"
@@ -19,11 +21,18 @@ struct Loaded {
 
 Loaded load_run(const std::string& checkpoint) {
   train::Checkpoint ck = train::read_checkpoint(checkpoint);
+  if (!ck.verified)
+    std::fprintf(stderr, "note: %s has no checksums (written before they existed); integrity not checked\n",
+                 checkpoint.c_str());
   Loaded l;
-  l.model = std::make_unique<models::LanguageModel>(ck.config, checkpoint);
-  train::load_model_weights(*l.model, ck);
   std::string dir = std::filesystem::path(checkpoint).parent_path().string();
   l.tok = make_tokenizer((dir.empty() ? "." : dir) + "/" + ck.state.tokenizer);
+  // Ids the tokenizer cannot decode must not be sampled (checked before the model is built).
+  SW_CHECK(ck.config.vocab_size == l.tok->vocab_size(), "checkpoint", checkpoint, ":config.vocab_size is ",
+           ck.config.vocab_size, " but its tokenizer ", ck.state.tokenizer, " has ", l.tok->vocab_size(),
+           " ids; expected them equal");
+  l.model = models::build_model(ck.config, checkpoint);
+  train::load_model_weights(*l.model, ck);
   return l;
 }
 
@@ -36,6 +45,15 @@ struct GenArgs {
 };
 
 int run_generate(GenArgs& a) {
+  SW_CHECK(a.max_new >= 0 && a.max_new <= (int64_t{1} << 20), "generate", "--max-new ", a.max_new,
+           ": expected an integer in [0, 2^20]");
+  SW_CHECK(std::isfinite(a.s.temperature) && a.s.temperature >= 0 && a.s.temperature <= 100, "generate",
+           "--temperature ", a.s.temperature, ": expected a number in [0, 100]");
+  SW_CHECK(a.s.top_k >= 0, "generate", "--top-k ", a.s.top_k, ": expected an integer >= 0");
+  SW_CHECK(std::isfinite(a.s.top_p) && a.s.top_p > 0 && a.s.top_p <= 1, "generate", "--top-p ", a.s.top_p,
+           ": expected a number in (0, 1]");
+  SW_CHECK(std::isfinite(a.s.repetition_penalty) && a.s.repetition_penalty > 0 && a.s.repetition_penalty <= 100,
+           "generate", "--repetition-penalty ", a.s.repetition_penalty, ": expected a number in (0, 100]");
   Loaded l = load_run(a.checkpoint);
   if (a.bf16_weights) l.model->to_bf16_weights();
   std::vector<int32_t> prompt = l.tok->encode(a.prompt);
@@ -74,6 +92,10 @@ struct EvalArgs {
 };
 
 int run_eval(const EvalArgs& a) {
+  SW_CHECK(a.batch >= 1 && a.batch <= (1 << 16), "eval", "--batch ", a.batch, ": expected an integer in [1, 65536]");
+  SW_CHECK(a.seq_len >= 1 && a.seq_len <= (1 << 20), "eval", "--seq-len ", a.seq_len,
+           ": expected an integer in [1, 1048576]");
+  SW_CHECK(a.max_batches >= 0, "eval", "--max-batches ", a.max_batches, ": expected an integer >= 0");
   Loaded l = load_run(a.checkpoint);
   train::TextSource text = train::load_text_source(a.data);
   EncodedText enc = encode_text(*l.tok, text.text);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <map>
 
+#include "core/bounded_json.h"
 #include "io/safetensors.h"
 #include "models/language_model.h"
 #include "models/presets.h"
@@ -20,8 +21,15 @@ int run_inspect(const std::string& path, bool all) {
               static_cast<unsigned long long>(f.header_bytes));
   auto cfg = f.metadata.find("config");
   if (cfg != f.metadata.end()) {
-    nlohmann::json j = nlohmann::json::parse(cfg->second, nullptr, false);
-    std::printf("config:\n%s\n", j.is_discarded() ? cfg->second.c_str() : j.dump(2).c_str());
+    // Bounded parse: a deeply nested crafted config must not overflow the stack in dump().
+    nlohmann::json j;
+    try {
+      j = parse_json_bounded(cfg->second, path + ": metadata 'config'");
+    } catch (const Error& e) {
+      j = nlohmann::json(nlohmann::json::value_t::discarded);
+      std::printf("config: (%s)\n", e.what());
+    }
+    if (!j.is_discarded()) std::printf("config:\n%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     if (!j.is_discarded()) {
       try {  // the schedule as people read it; a config that does not parse was shown above as is
         std::printf("schedule: %s\n", models::describe_schedule(models::parse_model_config(j, path)).c_str());
@@ -32,10 +40,18 @@ int run_inspect(const std::string& path, bool all) {
   }
   auto ts = f.metadata.find("train_state");
   if (ts != f.metadata.end()) {
-    nlohmann::json j = nlohmann::json::parse(ts->second, nullptr, false);
-    if (!j.is_discarded() && j.is_object()) {
-      std::printf("trained: %lld steps, %lld tokens\n", static_cast<long long>(j.value("step", 0)),
-                  static_cast<long long>(j.value("tokens", 0)));
+    nlohmann::json j;
+    try {
+      j = parse_json_bounded(ts->second, path + ": metadata 'train_state'");
+    } catch (const Error& e) {
+      std::printf("train_state: (%s)\n", e.what());
+    }
+    if (j.is_object()) {
+      auto count = [&](const char* k) -> long long {
+        auto it = j.find(k);
+        return it != j.end() && it->is_number_integer() ? it->get<long long>() : -1;
+      };
+      std::printf("trained: %lld steps, %lld tokens\n", count("step"), count("tokens"));
       // MoE: the per-expert load of the last step, one line per routed layer.
       auto load = j.find("expert_load");
       if (load != j.end() && load->is_array()) {

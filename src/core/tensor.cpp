@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "core/allocator.h"
+#include "core/checked.h"
 
 namespace sw {
 
@@ -13,8 +14,13 @@ std::string shape_str(const Shape& s) {
 }
 
 int64_t shape_numel(const Shape& s) {
+  // Checked: a shape from a config or a file must not wrap to a small count and under-allocate.
   int64_t n = 1;
-  for (int64_t d : s) n *= d;
+  for (int64_t d : s) {
+    SW_CHECK(d >= 0, "tensor", "negative dimension in shape ", shape_str(s));
+    SW_CHECK(!__builtin_mul_overflow(n, d, &n) && n <= kMaxTensorElements, "tensor", "shape ", shape_str(s),
+             " has more than 2^48 elements");
+  }
   return n;
 }
 
@@ -32,12 +38,13 @@ Storage::Storage(size_t bytes) : data_(tensor_alloc(bytes)), bytes_(bytes) {}
 Storage::~Storage() { tensor_free(data_, bytes_); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
-  for (int64_t d : shape) SW_CHECK(d >= 0, "tensor", "negative dimension in shape ", shape_str(shape));
+  const int64_t bytes = checked_mul(shape_numel(shape), static_cast<int64_t>(dtype_size(dtype)), "tensor",
+                                    "bytes of shape " + shape_str(shape), kMaxTensorElements);
   Tensor t;
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;
-  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype));
+  t.storage_ = std::make_shared<Storage>(static_cast<size_t>(bytes));
   return t;
 }
 

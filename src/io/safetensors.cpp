@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "core/bounded_json.h"
 #include "io/atomic_file.h"
 
 namespace sw::io {
@@ -21,8 +22,7 @@ static_assert(std::endian::native == std::endian::little, "safetensors I/O assum
 using Json = nlohmann::ordered_json;  // keeps the header's key order: tensors come back in file order
 
 constexpr const char* kOp = "safetensors";
-constexpr int kMaxJsonDepth = 16;  // a valid header nests 3 deep; this stops pathological nesting early
-constexpr size_t kMaxQuoted = 80;  // names and values in messages are cut to this many characters
+constexpr int kMaxHeaderDepth = 16;  // a valid header nests 3 deep; this stops pathological nesting early
 
 struct DTypeName {
   const char* name;
@@ -35,12 +35,9 @@ template <class... Parts>
   throw Error(str_cat("[", kOp, "] ", label, ": ", parts...));
 }
 
-std::string cut(std::string s) {
-  if (s.size() > kMaxQuoted) s = s.substr(0, kMaxQuoted) + "...";
-  return s;
-}
+std::string cut(std::string s) { return cut_text(std::move(s)); }
 // JSON text of a value, invalid UTF-8 replaced, so messages stay printable and short.
-std::string brief(const Json& j) { return cut(j.dump(-1, ' ', false, Json::error_handler_t::replace)); }
+std::string brief(const Json& j) { return json_brief(j); }
 std::string quoted(const std::string& s) { return brief(Json(s)); }
 
 // Random-access bytes: a file or a buffer in memory.
@@ -58,27 +55,8 @@ struct Entry {
 };
 
 Json parse_header(const std::string& text, const std::string& label) {
-  // Duplicate keys would silently shadow each other in the parsed object, so they are caught here.
-  std::vector<std::set<std::string>> keys;  // keys[d]: keys seen in the open object whose keys sit at depth d
-  auto on_event = [&](int depth, Json::parse_event_t ev, Json& parsed) {
-    if (ev == Json::parse_event_t::object_start || ev == Json::parse_event_t::array_start) {
-      if (depth >= kMaxJsonDepth)
-        fail(label, "header JSON nests deeper than ", kMaxJsonDepth, " levels; a safetensors header nests 3");
-      if (ev == Json::parse_event_t::object_start) {
-        keys.resize(static_cast<size_t>(depth) + 1);
-        keys.emplace_back();
-      }
-    } else if (ev == Json::parse_event_t::key && static_cast<size_t>(depth) < keys.size()) {
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!keys[depth].insert(k).second) fail(label, "header has the key ", quoted(k), " twice; expected unique keys");
-    }
-    return true;
-  };
-  try {
-    return Json::parse(text, on_event);
-  } catch (const Json::exception& e) {
-    fail(label, "header is not valid JSON (", cut(e.what()), ")");
-  }
+  // Depth-limited and duplicate keys rejected (they would silently shadow each other).
+  return parse_json_bounded<Json>(text, label, kMaxHeaderDepth, kOp);
 }
 
 // A non-negative integer that fits int64_t (so also in Shape and in uint64 offsets).

@@ -1,8 +1,5 @@
 #include "models/model_config.h"
 
-#include <fstream>
-#include <sstream>
-
 #include "models/config_fields.h"
 #include "models/registry.h"
 #include "models/schedule.h"
@@ -10,10 +7,22 @@
 namespace sw::models {
 
 static std::string type_of(const json& j, const std::string& where) {
-  SW_CHECK(j.is_object(), "config", where, ": expected an object with a \"type\" field, got ", j.dump());
+  SW_CHECK(j.is_object(), "config", where, ": expected an object with a \"type\" field, got ", json_brief(j));
   auto it = j.find("type");
   SW_CHECK(it != j.end() && it->is_string(), "config", where, ".type: expected a string naming a registered type");
   return it->get<std::string>();
+}
+
+// Mixers whose head width defaults to d_model / n_heads: with head_dim 0, n_heads must divide
+// d_model, or the width would be silently truncated (and n_heads 0 would divide by zero).
+static void check_head_split(const json& mixer, const std::string& type, int64_t d_model, const std::string& at) {
+  if (type != "attention" && type != "yoco-cross" && type != "ttt-linear" && type != "lightning") return;
+  const int64_t head_dim = mixer.contains("head_dim") ? mixer["head_dim"].get<int64_t>() : 0;
+  if (head_dim > 0 || !mixer.contains("n_heads")) return;
+  const int64_t n_heads = mixer["n_heads"].get<int64_t>();
+  SW_CHECK(n_heads > 0 && d_model % n_heads == 0, "config", at, ".n_heads: ", n_heads, " does not divide d_model ",
+           d_model, " (head_dim 0 means d_model / n_heads); expected a divisor of d_model in [1, ", d_model,
+           "], or set head_dim");
 }
 
 ModelConfig parse_model_config(const json& j, const std::string& where) {
@@ -42,13 +51,17 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   SW_CHECK(c.n_layers <= 4096, "config", where, ".n_layers: at most 4096, got ", c.n_layers);
   SW_CHECK(c.meta_tokens >= 0 && c.meta_tokens <= 4096, "config", where, ".meta_tokens: expected 0..4096, got ",
            c.meta_tokens);
-  SW_CHECK(c.norm_eps > 0 && c.init_std > 0, "config", where, ": norm_eps and init_std must be positive");
+  SW_CHECK(c.norm_eps > 0 && c.norm_eps < 1, "config", where, ".norm_eps: expected a number in (0, 1), got ", c.norm_eps);
+  SW_CHECK(c.init_std > 0 && c.init_std <= 10, "config", where, ".init_std: expected a number in (0, 10], got ",
+           c.init_std);
   // Every distinct mixer and FFN config is checked once, naming where it was written.
   if (c.has_schedule()) {
     SW_CHECK(c.mixers.is_object(), "config", where, ".mixers: expected an object of named mixer configs");
     for (auto it = c.mixers.begin(); it != c.mixers.end(); ++it) {
       const std::string at = where + ".mixers." + it.key();
-      find_mixer(type_of(it.value(), at), at).check(it.value(), at);
+      const std::string type = type_of(it.value(), at);
+      find_mixer(type, at).check(it.value(), at);
+      check_head_split(it.value(), type, c.d_model, at);
     }
     if (c.ffns.is_object())
       for (auto it = c.ffns.begin(); it != c.ffns.end(); ++it) {
@@ -56,22 +69,16 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
         find_ffn(type_of(it.value(), at), at).check(it.value(), at);
       }
   } else {
-    find_mixer(type_of(c.mixer, where + ".mixer"), where + ".mixer").check(c.mixer, where + ".mixer");
+    const std::string type = type_of(c.mixer, where + ".mixer");
+    find_mixer(type, where + ".mixer").check(c.mixer, where + ".mixer");
+    check_head_split(c.mixer, type, c.d_model, where + ".mixer");
   }
   find_ffn(type_of(c.ffn, where + ".ffn"), where + ".ffn").check(c.ffn, where + ".ffn");
   resolve_schedule(c, where);
   return c;
 }
 
-ModelConfig load_model_config(const std::string& path) {
-  std::ifstream f(path);
-  SW_CHECK(f.good(), "config", "cannot open ", path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  json j = json::parse(ss.str(), nullptr, false);
-  SW_CHECK(!j.is_discarded(), "config", path, ": not valid JSON");
-  return parse_model_config(j, path);
-}
+ModelConfig load_model_config(const std::string& path) { return parse_model_config(read_json_file(path), path); }
 
 json model_config_to_json(const ModelConfig& c) {
   json j = fields_to_json(c);

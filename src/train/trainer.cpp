@@ -3,8 +3,12 @@
 #include <csignal>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
+#include "core/allocator.h"
+#include "core/bounded_json.h"
 #include "core/timer.h"
 #include "kernels/gemm/gemm.h"
 #include "models/config_fields.h"
@@ -14,8 +18,42 @@ namespace sw::train {
 namespace {
 
 std::atomic<bool> g_interrupt{false};
+std::atomic<int> g_interrupt_signal{0};
 std::atomic<int64_t> g_interrupt_at_step{-1};
-extern "C" void on_sigint(int) { g_interrupt.store(true); }
+extern "C" void on_stop_signal(int sig) {
+  g_interrupt_signal.store(sig);
+  g_interrupt.store(true);
+}
+
+// SW_TEST_POISON_STEP=N (tests only): after optimizer step N a parameter becomes NaN, as a diverging
+// step would make it between the gradient check and the next save.
+int64_t poison_step_from_env() {
+  const char* v = std::getenv("SW_TEST_POISON_STEP");
+  if (!v || !*v) return -1;
+  char* end = nullptr;
+  long long n = std::strtoll(v, &end, 10);
+  return end && *end == '\0' && n > 0 ? n : -1;
+}
+
+// Parameters, gradients, two AdamW moments (one SGD buffer), f32; activations very roughly: each
+// block keeps about 16 tensors of [batch, seq_len, d_model] for the backward, and the LM head's
+// chunked logits are small beside them.
+void admit_training(models::LanguageModel& model, const TrainConfig& c) {
+  const double params = static_cast<double>(model.num_parameters());
+  const double state_per_param = 4.0 * (1 + 1 + (c.optimizer.type == "sgd" ? 1 : 2));
+  const models::ModelConfig& m = model.config();
+  const double activations = 16.0 * 4 * static_cast<double>(c.batch) * static_cast<double>(c.seq_len) *
+                             static_cast<double>(m.d_model) * static_cast<double>(m.n_layers);
+  const double need = params * state_per_param + activations, limit = static_cast<double>(memory_limit_bytes());
+  auto fmt = [](double b) { return format_bytes(b > 9e18 ? INT64_MAX : static_cast<int64_t>(b)); };
+  char count[32];
+  std::snprintf(count, sizeof count, "%.3g", params);
+  SW_CHECK(need <= limit, "memory", "training ", m.name, ": ", count, " parameters need ",
+           fmt(params * state_per_param), " for weights, gradients and optimizer state, and batch x seq_len x d_model x ",
+           "n_layers = ", c.batch, " x ", c.seq_len, " x ", m.d_model, " x ", m.n_layers, " about ", fmt(activations),
+           " of activations: ", fmt(need), " in all, more than this machine's ", fmt(limit),
+           " (lower batch or seq_len; README: Resource limits)");
+}
 
 std::string format_duration(double s) {
   if (!std::isfinite(s) || s < 0) return "?";
@@ -28,8 +66,12 @@ std::string format_duration(double s) {
 
 }  // namespace
 
-void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+void install_interrupt_handler() {
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
 bool interrupt_requested() { return g_interrupt.load(); }
+int interrupt_signal() { return g_interrupt_signal.load(); }
 void request_interrupt() { g_interrupt.store(true); }
 void request_interrupt_after_for_test(int64_t step) { g_interrupt_at_step.store(step); }
 
@@ -59,15 +101,53 @@ TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& w
   r.finish();
   if (j.contains("optimizer")) c.optimizer = models::parse_fields<OptimizerConfig>(j["optimizer"], where + ".optimizer");
   if (j.contains("schedule")) c.schedule = models::parse_fields<ScheduleConfig>(j["schedule"], where + ".schedule");
-  SW_CHECK(c.steps > 0 && c.batch > 0 && c.seq_len > 0 && c.grad_accum > 0, "train", where,
-           ": steps, batch, seq_len and grad_accum must be positive");
-  SW_CHECK(c.precision == "f32" || c.precision == "bf16", "train", where, ".precision: expected f32 or bf16, got '",
-           c.precision, "'");
+  validate_train_config(c, where);
   return c;
+}
+
+void validate_train_counts(const TrainConfig& c, const std::string& where) {
+  // Integer fields: the ranges of models::integer_field_range, checked here too for configs built in code.
+  auto count = [&](const char* name, int64_t v) {
+    const models::IntRange r = models::integer_field_range(name);
+    SW_CHECK(v >= r.min && v <= r.max, "config", where, ".", name, ": expected an integer in [", r.min, ", ", r.max,
+             "], got ", v);
+  };
+  count("steps", c.steps), count("batch", c.batch), count("seq_len", c.seq_len), count("grad_accum", c.grad_accum);
+  count("log_every", c.log_every), count("eval_every", c.eval_every), count("eval_batches", c.eval_batches);
+  count("save_every", c.save_every), count("keep_checkpoints", c.keep_checkpoints);
+  count("warmup_steps", c.schedule.warmup_steps);
+}
+
+void validate_train_config(const TrainConfig& c, const std::string& where) {
+  validate_train_counts(c, where);
+  // Real fields: [lo, hi], or (lo, hi] / [lo, hi) where an end is open.
+  auto real = [&](const std::string& name, double v, double lo, double hi, bool lo_open, bool hi_open) {
+    const bool ok = std::isfinite(v) && (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+    SW_CHECK(ok, "config", where, ".", name, ": expected a number in ", lo_open ? "(" : "[", lo, ", ", hi,
+             hi_open ? ")" : "]", ", got ", v);
+  };
+  real("max_seconds", c.max_seconds, 0, 1e9, false, false);
+  real("schedule.lr", c.schedule.lr, 0, 1000, true, false);
+  real("schedule.min_lr_ratio", c.schedule.min_lr_ratio, 0, 1, false, false);
+  real("schedule.decay_fraction", c.schedule.decay_fraction, 0, 1, false, false);
+  real("optimizer.beta1", c.optimizer.beta1, 0, 1, false, true);
+  real("optimizer.beta2", c.optimizer.beta2, 0, 1, false, true);
+  real("optimizer.eps", c.optimizer.eps, 0, 1, true, false);
+  real("optimizer.weight_decay", c.optimizer.weight_decay, 0, 10, false, false);
+  real("optimizer.momentum", c.optimizer.momentum, 0, 1, false, true);
+  real("optimizer.grad_clip", c.optimizer.grad_clip, 0, 1e6, false, false);
+  SW_CHECK(c.precision == "f32" || c.precision == "bf16", "config", where, ".precision: expected f32 or bf16, got '",
+           cut_text(c.precision), "'");
+  SW_CHECK(c.schedule.type == "cosine" || c.schedule.type == "wsd" || c.schedule.type == "constant", "config", where,
+           ".schedule.type: expected cosine, wsd or constant, got '", cut_text(c.schedule.type), "'");
+  SW_CHECK(c.optimizer.type == "adamw" || c.optimizer.type == "sgd", "config", where,
+           ".optimizer.type: expected adamw or sgd, got '", cut_text(c.optimizer.type), "'");
 }
 
 EvalResult evaluate(models::LanguageModel& model, const TokenDataset& data, int64_t batch, int64_t seq_len,
                     int64_t max_batches, double bytes_per_token) {
+  const std::string bad = first_nonfinite_parameter(model);
+  SW_CHECK(bad.empty(), "eval", bad, " is not finite; a diverged model has no meaningful loss");
   NoGradGuard g;
   ValidationBatches vb(data, batch, seq_len);
   int64_t n = max_batches > 0 ? std::min(max_batches, vb.num_batches()) : vb.num_batches();
@@ -87,19 +167,42 @@ EvalResult evaluate(models::LanguageModel& model, const TokenDataset& data, int6
   r.loss = count ? total / static_cast<double>(count) : NAN;
   r.perplexity = std::exp(r.loss);
   r.bits_per_byte = r.loss / std::log(2.0) / bytes_per_token;
+  SW_CHECK(count == 0 || std::isfinite(r.loss), "eval", "the validation loss is not finite (", r.loss,
+           ") although every parameter is");
   return r;
 }
 
+namespace {
+// Everything that can be known before step 1 is checked before step 1 (and before the optimizer
+// state is allocated): the config's ranges, the memory it needs, and that the validation split holds
+// at least one window (a run must not train for hours and then fail at its first evaluation).
+const TrainConfig& checked_before_start(models::LanguageModel& model, const TokenDataset& data, const TrainConfig& c) {
+  validate_train_counts(c, "train config");  // sizes and periods; parsed configs had every field checked
+  admit_training(model, c);
+  ValidationBatches(data, c.batch, c.seq_len);
+  return c;
+}
+}  // namespace
+
 Trainer::Trainer(models::LanguageModel& model, const TokenDataset& data, const TrainConfig& cfg, TrainerOptions opts)
-    : model_(model), data_(data), cfg_(cfg), opts_(std::move(opts)), opt_(model, cfg.optimizer),
-      sampler_(data, cfg.batch, cfg.seq_len, static_cast<uint64_t>(cfg.seed)) {}
+    : model_(model), data_(data), cfg_(checked_before_start(model, data, cfg)), opts_(std::move(opts)),
+      opt_(model, cfg.optimizer), sampler_(data, cfg.batch, cfg.seq_len, static_cast<uint64_t>(cfg.seed)),
+      poison_step_(poison_step_from_env()) {}
 
 void Trainer::resume(const Checkpoint& ckpt) {
+  SW_CHECK(ckpt.state.step <= cfg_.steps, "train", ckpt.file.path, ": the checkpoint is at step ", ckpt.state.step,
+           " but steps is ", cfg_.steps, "; expected steps >= ", ckpt.state.step,
+           " (continuing would rewrite the checkpoint with an earlier one)");
   load_model_weights(model_, ckpt);
   load_optimizer_state(opt_, ckpt);
-  sampler_.restore(ckpt.state.sampler_state);
+  try {
+    sampler_.restore(ckpt.state.sampler_state);
+  } catch (const Error& e) {
+    throw Error(str_cat("[checkpoint] ", ckpt.file.path, ": train_state.sampler_state: ", e.what()));
+  }
   step_ = ckpt.state.step;
   tokens_ = ckpt.state.tokens;
+  saved_step_ = ckpt.state.step;
 }
 
 void Trainer::save(const std::string& path) {
@@ -110,7 +213,20 @@ void Trainer::save(const std::string& path) {
   s.train_config = train_config_to_json(cfg_);
   s.tokenizer = opts_.tokenizer_file;
   s.expert_load = model_.expert_loads();
+  // Refuse a non-finite model before touching the kept files; save_checkpoint checks again, all tensors.
+  const std::string bad = first_nonfinite_parameter(model_);
+  SW_CHECK(bad.empty(), "train", "step ", step_, ": ", bad, " is not finite; not saving over the last good checkpoint",
+           saved_step_ >= 0 ? str_cat(" (step ", saved_step_, ", ", path, ")") : std::string(),
+           " (lower the learning rate)");
+  if (saved_step_ < 0 && std::filesystem::exists(path)) {
+    try {  // a checkpoint from an earlier run in this folder: keep it under its own step
+      saved_step_ = read_checkpoint(path).state.step;
+    } catch (const Error&) {
+    }
+  }
+  if (path == opts_.checkpoint_path && saved_step_ != step_) keep_previous_checkpoint(path, saved_step_, cfg_.keep_checkpoints);
   save_checkpoint(path, model_, &opt_, s);
+  if (path == opts_.checkpoint_path) saved_step_ = step_;
 }
 
 TrainResult Trainer::run() {
@@ -162,6 +278,7 @@ TrainResult Trainer::run() {
     tokens_ += tokens_per_step;
     window_tokens += tokens_per_step;
     if (!bad.empty()) {
+      ++res.skipped_steps;
       if (!cfg_.skip_nonfinite)
         throw Error(str_cat("[train] step ", step_, ": non-finite value in ", bad,
                             " (lower the learning rate, or set skip_nonfinite to skip such steps)"));
@@ -170,6 +287,10 @@ TrainResult Trainer::run() {
     } else {
       opt_.step(lr);
       model_.end_training_step();
+      if (step_ == poison_step_) {
+        Tensor w = model_.parameters().front()->var.data();
+        w.data<float>()[0] = NAN;
+      }
     }
     res.losses.emplace_back(step_, loss);
     step_seconds += now_seconds() - t_step;
@@ -215,6 +336,8 @@ TrainResult Trainer::run() {
     if (interrupt_requested() || out_of_time) {
       g_interrupt.store(false);  // handled: the next run starts clean
       res.interrupted = true;
+      res.stop_signal = interrupt_signal();
+      g_interrupt_signal.store(0);
       if (opts_.progress)
         std::fprintf(stderr, "\n%s at step %lld: saving and stopping\n", out_of_time ? "time budget reached" : "interrupted",
                      static_cast<long long>(step_));
@@ -222,8 +345,17 @@ TrainResult Trainer::run() {
     }
   }
   if (opts_.progress) std::fprintf(stderr, "\n");
-  do_eval();
+  if (res.skipped_steps > 0)
+    std::fprintf(stderr, "skipped %lld of %lld steps for a non-finite loss or gradient\n",
+                 static_cast<long long>(res.skipped_steps), static_cast<long long>(step_ - first_step));
+  // A model that is not finite is neither saved over the last good checkpoint nor evaluated.
+  const std::string bad = first_nonfinite_parameter(model_);
+  SW_CHECK(bad.empty(), "train", "step ", step_, ": ", bad, " is not finite; not evaluated and not saved",
+           saved_step_ >= 0 ? str_cat(" (the last good checkpoint, step ", saved_step_, ", is kept)") : std::string(),
+           "; ", res.skipped_steps, " of ", step_ - first_step,
+           " steps were skipped for a non-finite loss or gradient (lower the learning rate)");
   if (!opts_.checkpoint_path.empty()) save(opts_.checkpoint_path);
+  do_eval();
   res.steps_done = step_;
   res.tokens = tokens_;
   res.seconds = now_seconds() - t_start;

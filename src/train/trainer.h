@@ -27,6 +27,7 @@ struct TrainConfig {
   int64_t eval_batches = 16;    // validation batches per evaluation (0 = the whole split)
   int64_t log_every = 10;
   int64_t save_every = 0;       // checkpoint period in steps (0 = only at the end and on SIGINT)
+  int64_t keep_checkpoints = 3;  // good checkpoints kept: the newest plus keep - 1 older ones
   bool skip_nonfinite = false;  // skip a step with a non-finite loss/gradient instead of stopping
   double max_seconds = 0;       // stop (and save) after this wall time; 0 = no limit
   int64_t seed = 1;             // data order
@@ -44,6 +45,7 @@ struct TrainConfig {
     v("eval_batches", eval_batches, "validation batches per evaluation (0 = all)");
     v("log_every", log_every, "progress/log period in steps");
     v("save_every", save_every, "checkpoint period in steps (0 = end and SIGINT only)");
+    v("keep_checkpoints", keep_checkpoints, "good checkpoints kept (the newest and keep - 1 older ones)");
     v("skip_nonfinite", skip_nonfinite, "skip steps with non-finite loss or gradients");
     v("max_seconds", max_seconds, "wall-time budget (0 = none)");
     v("seed", seed, "data-order seed");
@@ -51,7 +53,10 @@ struct TrainConfig {
 };
 
 nlohmann::json train_config_to_json(const TrainConfig& c);
+// Parses and validates every field against its range (errors name `where`, the field and the range).
 TrainConfig train_config_from_json(const nlohmann::json& j, const std::string& where);
+void validate_train_config(const TrainConfig& c, const std::string& where);
+void validate_train_counts(const TrainConfig& c, const std::string& where);  // the integer fields only
 
 struct EvalResult {
   double loss = 0;  // mean nats per target token
@@ -78,7 +83,9 @@ struct TrainResult {
   int64_t steps_done = 0, tokens = 0;
   double seconds = 0;                   // wall time of run(), evaluations included
   double tokens_per_second = 0, mfu = 0;  // over the training steps only
-  bool interrupted = false;  // stopped by SIGINT or the time budget
+  bool interrupted = false;  // stopped by SIGINT/SIGTERM or the time budget
+  int stop_signal = 0;       // SIGINT or SIGTERM when a signal stopped the run, else 0
+  int64_t skipped_steps = 0;  // steps skipped for a non-finite loss or gradient (skip_nonfinite)
 };
 
 class Trainer {
@@ -97,12 +104,16 @@ class Trainer {
   Optimizer opt_;
   BatchSampler sampler_;
   int64_t step_ = 0, tokens_ = 0;
+  int64_t saved_step_ = -1;   // the step of the checkpoint now at checkpoint_path (-1: none known)
+  int64_t poison_step_ = -1;  // SW_TEST_POISON_STEP: tests inject divergence after this step
 };
 
-// SIGINT handling: install_interrupt_handler() makes Ctrl-C set a flag that the loop checks after
-// each step; it then saves a checkpoint and returns with interrupted = true.
+// SIGINT and SIGTERM handling: install_interrupt_handler() makes either set a flag that the loop
+// checks after each step; it then saves a checkpoint and returns with interrupted = true and
+// stop_signal set (the CLI exits 128 + signal: 130 for SIGINT, 143 for SIGTERM).
 void install_interrupt_handler();
 bool interrupt_requested();
+int interrupt_signal();  // the signal that set the flag (0 when requested otherwise)
 void request_interrupt();
 // Tests: behave as if SIGINT arrived right after optimizer step `step` of the next run.
 void request_interrupt_after_for_test(int64_t step);

@@ -101,10 +101,39 @@ TEST(Trainer, NonFiniteGradientStopsWithTheTensorNamed) {
     EXPECT_NE(m.find("[train] step"), std::string::npos) << m;
     EXPECT_NE(m.find("non-finite"), std::string::npos) << m;
   }
-  // With skip_nonfinite the same run finishes, skipping the bad steps.
+  // With skip_nonfinite the same run finishes, skipping the bad steps, and says how many.
   models::LanguageModel model2(models::resolve_preset("transformer-tiny"));
   c.skip_nonfinite = true;
-  EXPECT_NO_THROW(Trainer(model2, data, c, o).run());
+  TrainResult r;
+  EXPECT_NO_THROW(r = Trainer(model2, data, c, o).run());
+  EXPECT_EQ(r.skipped_steps, 4);  // step 1 is finite and blows the weights up; 2..5 are skipped
+}
+
+TEST(TrainConfig, EveryFieldIsRangeChecked) {
+  struct Case {
+    const char* json;
+    const char* field;
+  };
+  for (const Case& k : std::vector<Case>{{R"({"log_every": 0})", "log_every"},
+                                         {R"({"steps": -5})", "steps"},
+                                         {R"({"batch": 0})", "batch"},
+                                         {R"({"seq_len": 0})", "seq_len"},
+                                         {R"({"grad_accum": 0})", "grad_accum"},
+                                         {R"({"keep_checkpoints": 0})", "keep_checkpoints"},
+                                         {R"({"schedule": {"lr": -1}})", "schedule.lr"},
+                                         {R"({"schedule": {"warmup_steps": -1}})", "warmup_steps"},
+                                         {R"({"optimizer": {"beta1": 2}})", "optimizer.beta1"},
+                                         {R"({"steps": 99999999999999999999})", "steps"}}) {
+    try {
+      train_config_from_json(nlohmann::json::parse(k.json), "t.json");
+      ADD_FAILURE() << k.json << " was accepted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("t.json"), std::string::npos) << m;
+      EXPECT_NE(m.find(k.field), std::string::npos) << m;
+      EXPECT_NE(m.find("expected"), std::string::npos) << m;
+    }
+  }
 }
 
 TEST(Schedule, WarmupCosineAndWsd) {
