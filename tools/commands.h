@@ -18,5 +18,9 @@ void add_convert_command(CLI::App& app);
 // Called by add_* to attach the function that runs a parsed subcommand.
 void set_runner(CLI::App* sub, std::function<int()> run);
 int run_selected(CLI::App& app);
+// Optional: checks a parsed subcommand's flag values (ranges) without doing any work; main() runs it
+// before the runner, and the CLI fuzz target runs only this.
+void set_validator(CLI::App* sub, std::function<void()> validate);
+void validate_selected(CLI::App& app);
 
 }  // namespace sw::tools

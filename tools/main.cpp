@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 1;
   }
   try {
+    sw::tools::validate_selected(app);
     return sw::tools::run_selected(app);
   } catch (const sw::Error& e) {
     std::fprintf(stderr, "speedwins: error: %s\n", e.what());

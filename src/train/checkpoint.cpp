@@ -129,9 +129,12 @@ void save_checkpoint(const std::string& path, models::LanguageModel& model, cons
   io::save_safetensors(path, tensors, meta);
 }
 
-Checkpoint read_checkpoint(const std::string& path) {
+Checkpoint read_checkpoint(const std::string& path) { return checkpoint_from(io::load_safetensors(path)); }
+
+Checkpoint checkpoint_from(io::SafetensorsFile file) {
   Checkpoint c;
-  c.file = io::load_safetensors(path);
+  c.file = std::move(file);
+  const std::string path = c.file.path;
   SW_CHECK(meta_text(c.file, "format") == kFormat, "checkpoint", path, ": metadata 'format' is '",
            cut_text(meta_text(c.file, "format")), "', expected ", kFormat);
   c.verified = verify_integrity(c.file);

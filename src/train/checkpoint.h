@@ -48,6 +48,8 @@ struct Checkpoint {
 // Reads and validates the file and its metadata (format tag, checksums, config, train state, every
 // tensor finite).
 Checkpoint read_checkpoint(const std::string& path);
+// The same checks over a file already read (the fuzz target parses bytes in memory).
+Checkpoint checkpoint_from(io::SafetensorsFile file);
 // Copies "model.<param>" tensors into the model; every parameter must be present with its shape and
 // dtype f32.
 void load_model_weights(models::LanguageModel& model, const Checkpoint& ckpt);
