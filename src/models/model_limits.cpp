@@ -32,7 +32,8 @@ SizeEstimate estimate_parameters(const ModelConfig& c, const std::string& where)
     // q, k, v, o (or the in/out projections of a recurrent mixer): at least 4 d_model x width.
     const double width = field(s.mixer, "n_heads", 0) * field(s.mixer, "head_dim", 0);
     mixers += 4 * D * std::max(D, width);
-    const std::string type = s.ffn.value("type", "swiglu");
+    auto type_it = s.ffn.find("type");
+    const std::string type = type_it != s.ffn.end() && type_it->is_string() ? type_it->get<std::string>() : "swiglu";
     if (type == "none") continue;
     if (type == "moe") {
       const double eh = field(s.ffn, "expert_hidden", 0) > 0 ? field(s.ffn, "expert_hidden", 0) : H;

@@ -52,7 +52,10 @@ bool verify_integrity(const io::SafetensorsFile& f) {
   if (it == f.metadata.end()) return false;
   const std::string& path = f.path;
   nlohmann::json j = parse_json_bounded(it->second, path + ": metadata 'integrity'", 4, "checkpoint");
-  SW_CHECK(j.is_object() && j.value("algorithm", "") == kHashName && j.contains("tensors") && j["tensors"].is_object(),
+  // Checked field by field: json::value() would throw a raw type_error for a non-string algorithm.
+  auto algorithm = j.is_object() ? j.find("algorithm") : j.end();
+  SW_CHECK(j.is_object() && algorithm != j.end() && algorithm->is_string() && *algorithm == kHashName &&
+               j.contains("tensors") && j["tensors"].is_object(),
            "checkpoint", path, ": metadata 'integrity' is malformed (expected {\"algorithm\": \"", kHashName,
            "\", \"tensors\": {...}, \"config\", \"train_state\"})");
   const nlohmann::json& sums = j["tensors"];

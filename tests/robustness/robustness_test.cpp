@@ -328,6 +328,11 @@ TEST(Robustness, Class6CheckpointContent) {
   });
   expect_reported(run("train --resume --quiet --out " + fs::path(inf).parent_path().string()), "inf moment",
                   {inf, "not finite", "tensor 'opt."});
+  // Found by fuzz_checkpoint: a non-string "algorithm" escaped as a raw json type_error.
+  std::string alg = crafted_checkpoint("ckpt_alg", [](NamedTensors&, Metadata& m) {
+    m["integrity"] = R"({"algorithm": {}, "tensors": {}})";
+  });
+  expect_reported(run("eval --checkpoint " + alg + " --data synthetic"), "integrity type", {alg, "integrity"});
   // A file from before checksums still loads, and says the check was skipped.
   std::string old = crafted_checkpoint("ckpt_old", [](NamedTensors&, Metadata& m) { m.erase("integrity"); });
   CliRun r = run("eval --checkpoint " + old + " --data synthetic --max-batches 1");
