@@ -6,11 +6,13 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/bounded_json.h"
 #include "bench/attention_bench.h"
 #include "bench/ceilings.h"
 #include "bench/model_bench.h"
 #include "bench/moe_bench.h"
 #include "bench/op_table.h"
+#include "models/model_limits.h"
 #include "models/presets.h"
 #include "tools/commands.h"
 
@@ -31,13 +33,6 @@ struct BenchArgs {
   int64_t decode_steps = 32;
 };
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream f(path);
-  SW_CHECK(f.good(), "bench", "cannot open ", path);
-  nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-  SW_CHECK(!j.is_discarded(), "bench", path, ": not valid JSON");
-  return j;
-}
 
 // Prints every numeric leaf present in both files with its relative change.
 void compare_json(const nlohmann::json& a, const nlohmann::json& b, const std::string& path) {
@@ -62,8 +57,9 @@ void compare_json(const nlohmann::json& a, const nlohmann::json& b, const std::s
 int run_bench(const BenchArgs& a) {
   if (!a.compare.empty()) {
     SW_CHECK(a.compare.size() == 2, "bench", "--compare takes two JSON files, got ", a.compare.size());
+    const nlohmann::json before = read_json_file(a.compare[0]), after = read_json_file(a.compare[1]);
     std::printf("  %-64s %14s %14s %9s\n", "metric", a.compare[0].c_str(), a.compare[1].c_str(), "change");
-    compare_json(read_json(a.compare[0]), read_json(a.compare[1]), "");
+    compare_json(before, after, "");
     return 0;
   }
   // A list option given must hold numbers in range: CLI11 drops empty items, so `--x ''` is caught here.
@@ -121,8 +117,8 @@ int run_bench(const BenchArgs& a) {
   mc.train_bf16 = !a.no_bf16_train;
   mc.min_seconds = a.quick ? 0.05 : 0.3;
   for (const std::string& p : a.presets) {
-    models::LanguageModel m(models::resolve_preset(p), p);
-    bench::ModelBenchResult r = bench::bench_model(m, p, mc, c, true);
+    std::unique_ptr<models::LanguageModel> m = models::build_model(models::resolve_preset(p), p);
+    bench::ModelBenchResult r = bench::bench_model(*m, p, mc, c, true);
     std::printf("\n%s", bench::format_table(r).c_str());
     j["models"].push_back(bench::to_json(r));
   }

@@ -7,6 +7,7 @@
 #include "core/bounded_json.h"
 #include "io/safetensors.h"
 #include "models/language_model.h"
+#include "models/model_limits.h"
 #include "models/presets.h"
 #include "models/registry.h"
 #include "models/schedule.h"
@@ -101,19 +102,21 @@ int run_inspect(const std::string& path, bool all) {
 }
 
 int run_presets() {
-  std::printf("%-28s %-10s %-6s %10s  %s\n", "preset", "family", "size", "params", "schedule");
+  std::printf("%-28s %-10s %-6s %10s %10s  %s\n", "preset", "family", "size", "params", "active", "schedule");
   for (const std::string& name : models::preset_names()) {
     models::ModelConfig c = models::resolve_preset(name);
     // Counting without initialising: build at vocab/width as configured only for small sizes.
-    std::string params = "-";
+    std::string params = "-", active = "-";
     if (c.size != "base") {
-      models::LanguageModel m(c, name);
+      std::unique_ptr<models::LanguageModel> m = models::build_model(c, name);
       char buf[32];
-      std::snprintf(buf, sizeof buf, "%.2fM", m.num_parameters() / 1e6);
+      std::snprintf(buf, sizeof buf, "%.2fM", m->num_parameters() / 1e6);
       params = buf;
+      std::snprintf(buf, sizeof buf, "%.2fM", m->active_parameters() / 1e6);
+      active = buf;
     }
-    std::printf("%-28s %-10s %-6s %10s  %s\n", name.c_str(), c.family.c_str(), c.size.c_str(), params.c_str(),
-                models::describe_schedule(c).c_str());
+    std::printf("%-28s %-10s %-6s %10s %10s  %s\n", name.c_str(), c.family.c_str(), c.size.c_str(), params.c_str(),
+                active.c_str(), models::describe_schedule(c).c_str());
   }
   return 0;
 }

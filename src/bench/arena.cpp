@@ -15,6 +15,7 @@
 #include "core/timer.h"
 #include "io/atomic_file.h"
 #include "io/tokenizer.h"
+#include "models/model_limits.h"
 #include "models/presets.h"
 #include "models/schedule.h"
 #include "train/mqar.h"
@@ -35,7 +36,8 @@ constexpr int64_t kMqarVocab = 256;
 nlohmann::json run_mqar(const models::ModelConfig& base, int64_t steps, int64_t seed, bool progress) {
   models::ModelConfig cfg = base;
   cfg.vocab_size = kMqarVocab;
-  models::LanguageModel model(cfg, base.name + " (mqar)");
+  std::unique_ptr<models::LanguageModel> built = models::build_model(cfg, base.name + " (mqar)");
+  models::LanguageModel& model = *built;
   train::OptimizerConfig oc;
   oc.weight_decay = 0.0;
   train::Optimizer opt(model, oc);
@@ -124,8 +126,10 @@ nlohmann::json run_arena(const ArenaConfig& cfg) {
     models::ModelConfig mc = models::resolve_preset(name);
     nlohmann::json entry = {{"preset", name}, {"family", mc.family}, {"mixer", models::describe_schedule(mc)}};
     {
-      models::LanguageModel model(mc, name);
+      std::unique_ptr<models::LanguageModel> built = models::build_model(mc, name);
+      models::LanguageModel& model = *built;
       entry["params"] = model.num_parameters();
+      entry["active_params"] = model.active_parameters();  // MoE: compared with dense at equal active size
       train::TrainConfig tc;
       tc.steps = steps, tc.batch = cfg.batch, tc.seq_len = cfg.seq_len, tc.seed = cfg.seed;
       tc.eval_every = 0, tc.eval_batches = 32, tc.log_every = std::max<int64_t>(1, steps / 50);
@@ -176,7 +180,7 @@ std::string arena_table(const nlohmann::json& results) {
   std::vector<int64_t> lengths;
   if (!models.empty())
     for (const auto& p : models[0]["prefill"]) lengths.push_back(p["len"].get<int64_t>());
-  std::snprintf(line, sizeof line, "%-24s %-10s %8s %9s %8s %8s", "preset", "family", "params", "val loss", "bpb", "MQAR");
+  std::snprintf(line, sizeof line, "%-24s %-10s %8s %8s %9s %8s %8s", "preset", "family", "params", "active", "val loss", "bpb", "MQAR");
   os << line;
   for (int64_t l : lengths) {
     std::snprintf(line, sizeof line, " %10s", ("pre@" + std::to_string(l)).c_str());
@@ -192,8 +196,9 @@ std::string arena_table(const nlohmann::json& results) {
     double mq = 0;
     for (const auto& q : m["mqar"]) mq += q["accuracy"].get<double>();
     mq /= std::max<size_t>(1, m["mqar"].size());
-    std::snprintf(line, sizeof line, "%-24s %-10s %7.2fM %9.4f %8.4f %7.1f%%", m["preset"].get<std::string>().c_str(),
+    std::snprintf(line, sizeof line, "%-24s %-10s %7.2fM %7.2fM %9.4f %8.4f %7.1f%%", m["preset"].get<std::string>().c_str(),
                   m["family"].get<std::string>().c_str(), m["params"].get<double>() / 1e6,
+                  m.value("active_params", m["params"].get<double>()) / 1e6,
                   m["quality"]["val_loss"].get<double>(), m["quality"]["val_bpb"].get<double>(), 100 * mq);
     os << line;
     for (const auto& p : m["prefill"]) {

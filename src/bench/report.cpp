@@ -16,6 +16,7 @@
 
 #include "bench/report_data.h"
 #include "bench/svg_plot.h"
+#include "core/bounded_json.h"
 #include "core/error.h"
 
 namespace sw::bench {
@@ -301,6 +302,7 @@ std::string results_table(const Results& r, const std::set<std::string>& front_p
     cols.push_back(std::move(c));
   };
   add([](const Model& m) { return m.params; }, +show_si, 0);
+  add([](const Model& m) { return m.active_params; }, +show_si, 0);
   add([](const Model& m) { return m.train_tps; }, +show_si, +1);
   add([](const Model& m) { return m.val_loss; }, [](double v) { return fixed(v, 3); }, -1);
   add([](const Model& m) { return m.val_bpb; }, [](double v) { return fixed(v, 3); }, -1);
@@ -330,6 +332,7 @@ std::string results_table(const Results& r, const std::set<std::string>& front_p
   std::ostringstream o;
   o << "<div class=\"scroll\"><table class=\"results\"><thead><tr>"
     << "<th rowspan=\"2\">preset</th><th rowspan=\"2\">family</th><th rowspan=\"2\">params</th>"
+    << "<th rowspan=\"2\">active params</th>"
     << "<th rowspan=\"2\">train tok/s</th><th rowspan=\"2\">val loss</th><th rowspan=\"2\">val bpb</th>"
     << "<th rowspan=\"2\">MQAR mean acc</th>";
   if (!plens.empty()) o << "<th colspan=\"" << plens.size() << "\">prefill tok/s (MFU) at length</th>";
@@ -405,13 +408,9 @@ table.results{border-collapse:collapse;width:100%;font-size:13px}
 }  // namespace
 
 nlohmann::json read_results(const std::string& path) {
-  std::ifstream in(path);
-  SW_CHECK(in.good(), "report", path, ": cannot open (expected a results JSON file written by `speedwins arena`)");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw Error(str_cat("[report] ", path, ": not valid JSON (expected the arena's results object): ", e.what()));
-  }
+  SW_CHECK(std::ifstream(path).good(), "report", path,
+           ": cannot open (expected a results JSON file written by `speedwins arena`)");
+  return read_json_file(path);
 }
 
 std::string render_report_html(const nlohmann::json& results, const std::string& source) {

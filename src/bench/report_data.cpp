@@ -104,6 +104,7 @@ ReportData parse_report_data(const json& j, const std::string& source) {
       r.fail(r.where("preset"), "a non-empty preset name", r.get("preset") ? *r.get("preset") : json());
     m.family = r.string("family");
     m.params = r.number("params");
+    m.active_params = r.number("active_params");
     Reader train = r.object("train"), quality = r.object("quality");
     m.train_tokens = train.number("tokens");
     m.train_seconds = train.number("seconds");

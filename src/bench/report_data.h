@@ -21,7 +21,8 @@ struct ReportMqar {
 };
 struct ReportModel {
   std::string preset, family;
-  double params = kMissing, train_tokens = kMissing, train_seconds = kMissing, train_tps = kMissing;
+  double params = kMissing, active_params = kMissing;  // active: what one token uses (MoE: top-k experts)
+  double train_tokens = kMissing, train_seconds = kMissing, train_tps = kMissing;
   double val_loss = kMissing, val_bpb = kMissing;
   std::vector<std::pair<double, double>> loss_curve;
   std::vector<ReportMqar> mqar;

@@ -12,6 +12,12 @@ double Ffn::gemm_weights_per_token() {
   return w;
 }
 
+void Ffn::capture_input(const Variable& x) {
+  if (!capture_) return;
+  const int64_t D = x.dim(x.data().ndim() - 1);
+  capture_->push_back(x.data().to(DType::f32).contiguous().reshape({x.numel() / D, D}));
+}
+
 double Ffn::last_weight_bytes() {
   double bytes = 0;
   visit_parameters([&](const std::string&, Parameter& p) { bytes += static_cast<double>(p.var.data().nbytes()); });
@@ -51,7 +57,10 @@ SwiGluMlp::SwiGluMlp(int64_t dim, int64_t hidden, double std, double out_std, st
   down_ = add_module("down", std::make_unique<Linear>(hidden, dim, false, out_std, rng));
 }
 
-Variable SwiGluMlp::forward(const Variable& x) { return down_->forward(ops::swiglu(gate_->forward(x), up_->forward(x))); }
+Variable SwiGluMlp::forward(const Variable& x) {
+  capture_input(x);
+  return down_->forward(ops::swiglu(gate_->forward(x), up_->forward(x)));
+}
 
 GeluMlp::GeluMlp(int64_t dim, int64_t hidden, double std, double out_std, std::mt19937_64& rng) {
   up_ = add_module("up", std::make_unique<Linear>(dim, hidden, false, std, rng));

@@ -65,6 +65,15 @@ class Ffn : public Module {
   virtual double last_weight_bytes();
   // GEMM weights on the path of one token (2 FLOPs each): a routed FFN counts its top-k experts.
   virtual double gemm_weights_per_token();
+  // While set, every forward appends a copy of its input rows [N, D] to *sink (conversions that
+  // need activation statistics, e.g. MoEfication's calibration pass). Null turns it off.
+  void set_input_capture(std::vector<Tensor>* sink) { capture_ = sink; }
+
+ protected:
+  void capture_input(const Variable& x);
+
+ private:
+  std::vector<Tensor>* capture_ = nullptr;
 };
 
 // Llama's MLP: down(silu(gate x) * up x).

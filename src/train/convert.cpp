@@ -3,6 +3,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "models/model_limits.h"
 
 namespace sw::train {
 
@@ -22,6 +23,16 @@ bool is_swiglu(const json& ffn) { return ffn.is_object() && ffn.value("type", st
 
 }  // namespace
 
+int rewrite_ffns(models::ModelConfig& c, const std::function<bool(const json&)>& match,
+                 const std::function<json(const json&)>& rewrite) {
+  int n = 0;
+  if (match(c.ffn)) c.ffn = rewrite(c.ffn), ++n;
+  if (c.ffns.is_object())
+    for (auto it = c.ffns.begin(); it != c.ffns.end(); ++it)
+      if (match(it.value())) it.value() = rewrite(it.value()), ++n;
+  return n;
+}
+
 models::ModelConfig upcycled_config(const models::ModelConfig& dense, const UpcycleOptions& o,
                                     const std::string& where) {
   SW_CHECK(o.n_experts >= 2 && o.n_experts <= 1024, "convert", "--experts must be in 2..1024, got ", o.n_experts);
@@ -29,11 +40,7 @@ models::ModelConfig upcycled_config(const models::ModelConfig& dense, const Upcy
   SW_CHECK(o.score == "softmax" || o.score == "sigmoid", "convert", "--score must be softmax or sigmoid, got '",
            o.score, "'");
   models::ModelConfig c = dense;
-  int converted = 0;
-  if (is_swiglu(c.ffn)) c.ffn = moe_of(c.ffn, dense, o), ++converted;
-  if (c.ffns.is_object())
-    for (auto it = c.ffns.begin(); it != c.ffns.end(); ++it)
-      if (is_swiglu(it.value())) it.value() = moe_of(it.value(), dense, o), ++converted;
+  const int converted = rewrite_ffns(c, is_swiglu, [&](const json& f) { return moe_of(f, dense, o); });
   SW_CHECK(converted > 0, "convert", where, ": the model has no SwiGLU FFN to upcycle");
   c.name = dense.name + "-upcycled";
   c.family = "moe";
@@ -45,7 +52,7 @@ std::unique_ptr<models::LanguageModel> upcycle(models::LanguageModel& dense, con
                                                const std::string& where) {
   models::ModelConfig cfg = upcycled_config(dense.config(), o, where);
   cfg.seed = o.seed;
-  auto moe = std::make_unique<models::LanguageModel>(cfg, where);
+  auto moe = models::build_model(cfg, where);
   std::map<std::string, Tensor> weights;
   dense.visit_parameters([&](const std::string& n, nn::Parameter& p) { weights[n] = p.var.data().to(DType::f32); });
   // "<block>.ffn.w_gate" [E, H, D] <- "<block>.ffn.gate.weight" [H, D], and so on; the router and

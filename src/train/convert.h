@@ -6,12 +6,19 @@
 // function at conversion (sum_j g_j FFN(x) = FFN(x)), so training continues from the dense loss.
 #pragma once
 
+#include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "models/language_model.h"
 
 namespace sw::train {
+
+// Replaces every FFN entry of the config that `match` accepts (the default "ffn" and each named one
+// in "ffns") with rewrite(entry); returns how many it replaced. Shared by the conversions.
+int rewrite_ffns(models::ModelConfig& c, const std::function<bool(const nlohmann::json&)>& match,
+                 const std::function<nlohmann::json(const nlohmann::json&)>& rewrite);
 
 struct UpcycleOptions {
   int64_t n_experts = 8;

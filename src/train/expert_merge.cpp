@@ -6,7 +6,9 @@
 #include <set>
 
 #include "core/error.h"
+#include "models/model_limits.h"
 #include "nn/moe/moe.h"
+#include "train/convert.h"
 
 namespace sw::train {
 
@@ -137,15 +139,11 @@ std::unique_ptr<models::LanguageModel> merge_experts(models::LanguageModel& moe,
                                                      const std::vector<std::vector<double>>& loads,
                                                      const std::string& where) {
   models::ModelConfig c = moe.config();
-  int converted = 0;
-  if (is_moe(c.ffn)) c.ffn = merged_ffn(c.ffn, M, where), ++converted;
-  if (c.ffns.is_object())
-    for (auto it = c.ffns.begin(); it != c.ffns.end(); ++it)
-      if (is_moe(it.value())) it.value() = merged_ffn(it.value(), M, where), ++converted;
+  const int converted = rewrite_ffns(c, is_moe, [&](const nlohmann::json& f) { return merged_ffn(f, M, where); });
   SW_CHECK(converted > 0, "convert", where, ": the model has no MoE FFN to merge");
   c.name += "-merged";
   c = models::parse_model_config(models::model_config_to_json(c), where + " (merged)");
-  auto out = std::make_unique<models::LanguageModel>(c, where);
+  auto out = models::build_model(c, where);
 
   // Everything outside the MoE FFNs is copied by name; each distinct MoE FFN is merged once.
   std::set<nn::Module*> moe_ffns;

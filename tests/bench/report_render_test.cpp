@@ -15,6 +15,7 @@
 
 #include "bench/report.h"
 #include "bench/svg_plot.h"
+#include "process.h"
 #include "testing.h"
 
 namespace sw::bench {
@@ -93,15 +94,9 @@ std::string shell_quote(const std::string& s) {
 
 // Runs a shell command; returns its stdout and stderr together, and the exit status.
 std::string run(const std::string& cmd, int* status) {
-  std::string out;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return *status = -1, "popen failed";
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = ::pclose(p);
-  *status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-  return out;
+  sw::testing::ProcessRun r = sw::testing::run_shell(cmd);
+  *status = r.signaled ? -1 : r.status;
+  return r.output;
 }
 
 std::string find_program(std::initializer_list<const char*> names) {

@@ -160,6 +160,19 @@ TEST(Report, NamesAreEscaped) {
   EXPECT_EQ(tag_balance(html), "");
 }
 
+TEST(Report, ActiveParametersStandBesideTheTotal) {
+  // An MoE that holds 12M parameters but uses 3M per token, beside a dense 3M model.
+  json results = {{"models",
+                   {{{"preset", "moe"}, {"params", 12e6}, {"active_params", 3e6}},
+                    {{"preset", "dense"}, {"params", 3e6}, {"active_params", 3e6}},
+                    {{"preset", "older-run"}, {"params", 5e6}}}}};  // results written before the field
+  std::string html = render_report_html(results);
+  EXPECT_NE(html.find("<th rowspan=\"2\">active params</th>"), std::string::npos);
+  const std::string moe = row_of(html, "moe"), older = row_of(html, "older-run");
+  EXPECT_NE(moe.find(">12.0M</td><td class=\"num\">3.00M</td>"), std::string::npos) << moe;
+  EXPECT_NE(older.find(">5.00M</td><td class=\"num\">-</td>"), std::string::npos) << older;
+}
+
 TEST(Report, SingleModelAndMissingFields) {
   json fixture = read_results(fixture_path());
   json one = {{"meta", fixture["meta"]}, {"models", json::array({fixture["models"][0]})}};
@@ -176,7 +189,7 @@ TEST(Report, SingleModelAndMissingFields) {
   EXPECT_EQ(count(html, ">no data</text>"), kPlotIds.size());
   std::string row = row_of(html, "bare");
   ASSERT_FALSE(row.empty());
-  EXPECT_EQ(count(row, "<td class=\"num"), 7u) << "params, train, loss, bpb, MQAR, state, peak: " << row;
+  EXPECT_EQ(count(row, "<td class=\"num"), 8u) << "params, active params, train, loss, bpb, MQAR, state, peak: " << row;
   EXPECT_EQ(count(row, "<td class=\"num"), count(row, "<td class=\"num\">-</td>")) << row;
   EXPECT_EQ(tag_balance(html), "");
 

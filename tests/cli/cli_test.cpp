@@ -9,30 +9,15 @@
 #include <fstream>
 #include <string>
 
+#include "process.h"
 #include "testing.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 
-struct CliRun {
-  int status;  // exit code; 128 + signal when killed
-  std::string output;
-};
-
-CliRun run(const std::string& args) {
-  const char* cli = std::getenv("SW_CLI");
-  EXPECT_NE(cli, nullptr) << "SW_CLI must name the speedwins binary (set by ctest)";
-  std::string cmd = std::string(cli ? cli : "speedwins") + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return {code, out};
-}
+using CliRun = sw::testing::ProcessRun;
+CliRun run(const std::string& args) { return sw::testing::run_cli(args); }
 
 fs::path tmp(const std::string& name) {
   fs::path d = fs::temp_directory_path() / ("sw_cli_test_" + std::to_string(::getpid()));
@@ -127,6 +112,40 @@ TEST(Cli, UpcycleEvaluatesTrainsAndGenerates) {
                    tmp("bad").string());
   EXPECT_EQ(bad.status, 1) << bad.output;
   EXPECT_NE(bad.output.find("--experts"), std::string::npos) << bad.output;
+}
+
+// MoEfication with every expert kept is the dense model (eval agrees to its 4 decimals); with
+// half of them the converted checkpoint still evaluates, trains and generates.
+TEST(Cli, MoefyEvaluatesTrainsAndGenerates) {
+  fs::path dense = tmp("mf_dense"), all = tmp("mf_all"), half = tmp("mf_half"), tuned = tmp("mf_tuned");
+  CliRun t = run("train --preset transformer-tiny --data synthetic --steps 6 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " +
+                 dense.string());
+  ASSERT_EQ(t.status, 0) << t.output;
+  const std::string from = " --from " + (dense / "checkpoint.safetensors").string() +
+                           " --data synthetic --calibration-tokens 512 --seq-len 32 --eval-batches 1";
+  CliRun c = run("convert moefy --experts 4 --top-k 4" + from + " --out " + all.string());
+  ASSERT_EQ(c.status, 0) << c.output;
+  EXPECT_NE(c.output.find("keep 100.0% of the activation mass"), std::string::npos) << c.output;
+  CliRun h = run("convert moefy --experts 4 --top-k 2" + from + " --out " + half.string());
+  ASSERT_EQ(h.status, 0) << h.output;
+  auto eval_loss = [&](const fs::path& dir) {
+    CliRun e = run("eval --checkpoint " + (dir / "checkpoint.safetensors").string() + " --data synthetic --max-batches 2");
+    EXPECT_EQ(e.status, 0) << e.output;
+    size_t at = e.output.find("loss ");
+    return at == std::string::npos ? -1.0 : std::stod(e.output.substr(at + 5));
+  };
+  const double ld = eval_loss(dense);
+  ASSERT_GT(ld, 0);
+  EXPECT_NEAR(eval_loss(all), ld, 1e-4 * ld);
+  EXPECT_GT(eval_loss(half), 0);
+  CliRun tr = run("train --init-from " + (half / "checkpoint.safetensors").string() +
+                  " --data synthetic --steps 3 --batch 2 --seq-len 32 --eval-every 0 --quiet --out " + tuned.string());
+  ASSERT_EQ(tr.status, 0) << tr.output;
+  CliRun g = run("generate --checkpoint " + (tuned / "checkpoint.safetensors").string() + " --prompt 'Alice ' --max-new 8");
+  ASSERT_EQ(g.status, 0) << g.output;
+  CliRun bad = run("convert moefy --experts 7" + from + " --out " + tmp("mf_bad").string());
+  EXPECT_EQ(bad.status, 1) << bad.output;
+  EXPECT_NE(bad.output.find("not a multiple of --experts 7"), std::string::npos) << bad.output;
 }
 
 TEST(Cli, MalformedCheckpointsGiveAnErrorAndNonZeroExit) {

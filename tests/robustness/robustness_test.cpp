@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "io/safetensors.h"
+#include "process.h"
 #include "testing.h"
 #include "train/checkpoint.h"
 
@@ -30,30 +31,10 @@ namespace fs = std::filesystem;
 using sw::io::Metadata;
 using sw::io::NamedTensors;
 
-struct CliRun {
-  int status;  // exit code; 128 + signal when killed by one
-  bool signaled;
-  std::string output;
-};
-
-std::string cli() {
-  const char* c = std::getenv("SW_CLI");
-  return c ? c : "speedwins";
-}
-
-CliRun run(const std::string& args, const std::string& env = "") {
-  std::string cmd = env + (env.empty() ? "" : " ") + cli() + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int st = pclose(p);
-  // The shell reports a child killed by signal s as exit status 128 + s.
-  bool sig = WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) > 128 && WEXITSTATUS(st) != 130 &&
-                                 WEXITSTATUS(st) != 143);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), sig, out};
-}
+using CliRun = sw::testing::ProcessRun;
+using sw::testing::run_cli;
+std::string cli() { return sw::testing::cli_binary(); }
+CliRun run(const std::string& args, const std::string& env = "") { return run_cli(args, env); }
 
 // Starts the binary without waiting (the shell execs it, so the pid is speedwins').
 pid_t spawn(const std::string& args, const std::string& env = "") {

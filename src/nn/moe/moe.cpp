@@ -43,6 +43,8 @@ void validate_moe_config(const MoeConfig& c, const std::string& where) {
              ".n_groups/topk_groups: only with router group_limited (expected 1, got ", c.n_groups, "/",
              c.topk_groups, ")");
   }
+  SW_CHECK(!(c.unit_gates && c.n_routed() > c.n_experts), "config", where,
+           ".unit_gates: zero/copy/constant experts need score gates (expected no null experts with unit_gates)");
   check_range(finite_in(c.capacity_factor, 0, 64), where, "capacity_factor", "0..64 (0 = dropless)", c.capacity_factor);
   check_range(finite_in(c.aux_loss_coef, 0, 100), where, "aux_loss_coef", "0..100", c.aux_loss_coef);
   check_range(finite_in(c.z_loss_coef, 0, 100), where, "z_loss_coef", "0..100", c.z_loss_coef);
@@ -128,7 +130,8 @@ Variable MoeFfn::forward(const Variable& x) {
   for (int32_t& e : ffn_ids)
     if (e >= E) e = -1;
   Tensor sel = Tensor::from_vector(routing_.selected, {N, K});
-  Variable gates = ops::moe_gather_gates(scores, sel, cfg_.renormalize && !cfg_.expert_choice());
+  Variable gates = cfg_.unit_gates ? Variable(Tensor::full({N, K}, 1.f))
+                                   : ops::moe_gather_gates(scores, sel, cfg_.renormalize && !cfg_.expert_choice());
   Variable y = ops::moe_swiglu(xf, *w_gate_, *w_up_, *w_down_, Tensor::from_vector(ffn_ids, {N, K}), gates);
   if (R > E) {
     Variable consts;

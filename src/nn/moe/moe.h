@@ -29,6 +29,7 @@ struct MoeConfig {
   int64_t n_shared = 0;
   std::string score = "softmax";
   bool renormalize = true;
+  bool unit_gates = false;
   std::string router = "token_choice";
   int64_t n_groups = 1;
   int64_t topk_groups = 1;
@@ -48,6 +49,9 @@ struct MoeConfig {
     v("n_shared", n_shared, "shared experts every token uses (DeepSeekMoE), run as one SwiGLU of n_shared * expert_hidden");
     v("score", score, "router score: softmax or sigmoid (DeepSeek-V3)");
     v("renormalize", renormalize, "divide the selected top-k gates by their sum (token-choice routers only)");
+    v("unit_gates", unit_gates,
+      "selected experts are summed with weight 1, the router only selects (MoEfication: the experts partition one "
+      "dense FFN, so top_k = n_experts is that FFN exactly; the router gets no gradient from the loss)");
     v("router", router, "token_choice, expert_choice (each expert picks its tokens) or group_limited (DeepSeek-V3)");
     v("n_groups", n_groups, "expert groups of group_limited routing");
     v("topk_groups", topk_groups, "groups each token may use under group_limited routing");
