@@ -51,6 +51,7 @@ inline IntRange integer_field_range(std::string_view name) {
       {"d_state", {0, k2_12}},
       {"n_experts", {0, k2_12}},
       {"meta_tokens", {0, 4096}},
+      {"every", {0, 4096}},  // Mixture-of-Depths: a period over blocks
       {"steps", {1, k2_31}},
       {"batch", {1, k2_16}},
       {"seq_len", {1, k2_20}},

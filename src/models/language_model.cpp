@@ -21,11 +21,21 @@ Block::Block(const ModelConfig& cfg, const LayerSpec& spec, const nn::MixerSite&
     norm2_ = add_module("norm2", std::make_unique<nn::RMSNorm>(cfg.d_model, cfg.norm_eps));
     ffn_ = add_module("ffn", std::move(ffn));
   }
+  if (depth_routed(cfg.mixture_of_depths, site.layer_index))
+    router_ = add_module("router", std::make_unique<DepthRouter>(cfg.d_model, cfg.mixture_of_depths, site.layer_index,
+                                                                 cfg.init_std, rng));
 }
 
 Variable Block::forward(const Variable& x, const nn::MixerContext& ctx) {
+  if (router_)
+    return router_->forward(x, ctx, [this](const Variable& xs, const nn::MixerContext& c) { return delta(xs, c); });
   Variable h = ops::add(x, mixer_->forward(norm1_->forward(x), ctx));
   return ffn_ ? ops::add(h, ffn_->forward(norm2_->forward(h))) : h;
+}
+
+Variable Block::delta(const Variable& x, const nn::MixerContext& ctx) {
+  Variable m = mixer_->forward(norm1_->forward(x), ctx);
+  return ffn_ ? ops::add(m, ffn_->forward(norm2_->forward(ops::add(x, m)))) : m;
 }
 
 int64_t ModelState::bytes() const {
@@ -43,6 +53,7 @@ std::map<std::string, int64_t> ModelState::bytes_by_kind() const {
 
 LanguageModel::LanguageModel(const ModelConfig& cfg, const std::string& where) : cfg_(cfg) {
   const std::vector<LayerSpec> schedule = resolve_schedule(cfg, where);
+  check_mixture_of_depths(cfg, schedule, where);  // also for configs built in code
   std::mt19937_64 rng(static_cast<uint64_t>(cfg.seed));
   embed_ = add_module("embed", std::make_unique<nn::Embedding>(cfg.vocab_size, cfg.d_model, cfg.init_std, rng));
   if (cfg.meta_tokens > 0)
@@ -129,6 +140,8 @@ Variable LanguageModel::loss(const Tensor& ids, const Tensor& targets) {
   for (Block* b : blocks_) {
     Variable aux = b->ffn() ? b->ffn()->aux_loss() : Variable();
     if (aux.defined()) l = ops::add(l, aux);
+    Variable route = b->router() ? b->router()->aux_loss() : Variable();
+    if (route.defined()) l = ops::add(l, route);
   }
   return l;
 }
@@ -183,9 +196,17 @@ double LanguageModel::forward_flops_per_token(int64_t context, bool include_head
     return w;
   };
   double gemm_weights = 0, extra = 0;
+  const int64_t seen = context + cfg_.meta_tokens;
   for (Block* b : blocks_) {
-    gemm_weights += matrix_weights(b->mixer()) + (b->ffn() ? b->ffn()->gemm_weights_per_token() : 0.0);
-    extra += b->mixer().extra_flops_per_token(context + cfg_.meta_tokens);
+    const double w = matrix_weights(b->mixer()) + (b->ffn() ? b->ffn()->gemm_weights_per_token() : 0.0);
+    if (b->router()) {  // Mixture-of-Depths: a capacity fraction of the tokens, over that fraction of keys
+      const double cap = cfg_.mixture_of_depths.capacity;
+      gemm_weights += cap * w + matrix_weights(*b->router());
+      extra += cap * b->mixer().extra_flops_per_token(depth_capacity_tokens(cap, seen));
+    } else {
+      gemm_weights += w;
+      extra += b->mixer().extra_flops_per_token(seen);
+    }
   }
   if (cross_kv_) gemm_weights += matrix_weights(*cross_kv_);
   if (include_head) gemm_weights += static_cast<double>(cfg_.vocab_size * cfg_.d_model);
@@ -207,13 +228,20 @@ double LanguageModel::last_step_weight_bytes() {
     if (name.rfind("embed.", 0) == 0 && !cfg_.tie_embeddings) b /= static_cast<double>(cfg_.vocab_size);
     bytes += b;
   });
+  auto all_bytes = [](nn::Module& m) {
+    double all = 0;
+    m.visit_parameters(
+        [&](const std::string&, nn::Parameter& p) { all += static_cast<double>(p.var.data().nbytes()); });
+    return all;
+  };
   std::set<nn::Ffn*> done;
-  for (Block* b : blocks_)
-    if (b->ffn() && done.insert(b->ffn()).second) {
-      double all = 0;
-      b->ffn()->visit_parameters([&](const std::string&, nn::Parameter& p) { all += static_cast<double>(p.var.data().nbytes()); });
-      bytes -= all - b->ffn()->last_weight_bytes();
+  for (Block* b : blocks_) {
+    if (b->router() && b->router()->last_per_row() == 0) {  // skipped: only the router was read (never shared)
+      bytes -= all_bytes(*b) - all_bytes(*b->router());
+      continue;
     }
+    if (b->ffn() && done.insert(b->ffn()).second) bytes -= all_bytes(*b->ffn()) - b->ffn()->last_weight_bytes();
+  }
   return bytes;
 }
 

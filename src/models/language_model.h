@@ -5,12 +5,15 @@
 // does own the compositions that span blocks: shared blocks (one module at several depths, a state
 // per depth), Hymba's meta tokens (prepended before the first block, dropped after the last) and
 // YOCO's one shared KV (produced before the first cross-decoder block, read by all of them).
+// A block may be depth-routed (Mixture-of-Depths, models/mixture_of_depths.h): only some tokens take
+// it, through its residual delta.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <vector>
 
+#include "models/mixture_of_depths.h"
 #include "models/model_config.h"
 #include "models/schedule.h"
 #include "nn/hybrid/cross_decoder.h"
@@ -23,15 +26,21 @@ class Block : public nn::Module {
  public:
   Block(const ModelConfig& cfg, const LayerSpec& spec, const nn::MixerSite& site, std::mt19937_64& rng,
         const std::string& where);
+  // x + delta(x); a depth-routed block applies the delta to its routed tokens only.
   Variable forward(const Variable& x, const nn::MixerContext& ctx);
+  // The residual delta block(x) - x of the whole block on every token of x: m = mixer(norm1(x)),
+  // then m + ffn(norm2(x + m)) (m alone for FFN "none").
+  Variable delta(const Variable& x, const nn::MixerContext& ctx);
   nn::Mixer& mixer() { return *mixer_; }
   nn::Ffn* ffn() { return ffn_; }  // null for FFN "none"
+  DepthRouter* router() { return router_; }  // null unless the block is depth-routed
   const std::string& mixer_type() const { return mixer_type_; }
 
  private:
   nn::RMSNorm *norm1_, *norm2_ = nullptr;
   nn::Mixer* mixer_;
   nn::Ffn* ffn_ = nullptr;
+  DepthRouter* router_ = nullptr;
   std::string mixer_type_;
 };
 
@@ -54,7 +63,7 @@ class LanguageModel : public nn::Module {
   // ids i32 [B, T] -> final-normed hidden states [B, T, D]. With a state: consumes and updates it.
   Variable hidden(const Tensor& ids, ModelState* state = nullptr);
   // Mean next-token cross-entropy over targets >= 0 (i32 [B, T]), via the fused chunked LM head,
-  // plus any auxiliary losses of the FFNs.
+  // plus any auxiliary losses of the FFNs and of the depth routers.
   Variable loss(const Tensor& ids, const Tensor& targets);
   // Logits [N, V] of hidden rows [N, D] (inference only; training uses loss()).
   Tensor logits(const Tensor& hidden_rows);
@@ -77,12 +86,15 @@ class LanguageModel : public nn::Module {
   // Forward FLOPs per token at a given context: 2 per weight of every GEMM on the path of a token
   // (the embedding lookup is not a GEMM) plus the mixers' own work (attention scores, state updates).
   // include_head: count the LM head (training computes it for every token; a prefill only for the
-  // last one).
+  // last one). A depth-routed block counts capacity times its work (over capacity * context keys)
+  // plus its router: its training cost per token (at inference the fraction taken is data-dependent).
   double forward_flops_per_token(int64_t context, bool include_head = true);
   // Parameters one token uses (routed FFNs count their top-k experts; a shared block counts once).
+  // A depth-routed block counts whole, with its router: a token that takes it uses all of it.
   int64_t active_parameters();
   // Bytes of weights a decode step reads: every weight, but one embedding row when the head is
-  // untied, and of routed FFNs only the experts the last forward chose.
+  // untied, of routed FFNs only the experts the last forward chose, and of a depth-routed block that
+  // no token took in the last forward only its router.
   double last_step_weight_bytes();
 
  private:

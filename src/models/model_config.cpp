@@ -1,6 +1,7 @@
 #include "models/model_config.h"
 
 #include "models/config_fields.h"
+#include "models/mixture_of_depths.h"
 #include "models/registry.h"
 #include "models/schedule.h"
 
@@ -28,7 +29,8 @@ static void check_head_split(const json& mixer, const std::string& type, int64_t
 ModelConfig parse_model_config(const json& j, const std::string& where) {
   ModelConfig c;
   FieldReader r(j, where);
-  for (const char* nested : {"mixer", "ffn", "mixers", "ffns", "layers", "shared"}) r.allow(nested);
+  for (const char* nested : {"mixer", "ffn", "mixers", "ffns", "layers", "shared", "mixture_of_depths"})
+    r.allow(nested);
   c.visit(r);
   r.finish();
   SW_CHECK(!(j.contains("mixer") && j.contains("mixers")), "config", where,
@@ -38,6 +40,8 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   if (j.contains("mixers")) c.mixers = j["mixers"];
   if (j.contains("ffns")) c.ffns = j["ffns"];
   if (j.contains("layers")) c.layers = j["layers"];
+  if (j.contains("mixture_of_depths"))
+    c.mixture_of_depths = parse_fields<MixtureOfDepthsConfig>(j["mixture_of_depths"], where + ".mixture_of_depths");
   if (j.contains("shared")) {
     const json& s = j["shared"];
     SW_CHECK(s.is_array(), "config", where, ".shared: expected a list of mixer names");
@@ -74,7 +78,7 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
     check_head_split(c.mixer, type, c.d_model, where + ".mixer");
   }
   find_ffn(type_of(c.ffn, where + ".ffn"), where + ".ffn").check(c.ffn, where + ".ffn");
-  resolve_schedule(c, where);
+  check_mixture_of_depths(c, resolve_schedule(c, where), where);
   return c;
 }
 
@@ -91,6 +95,7 @@ json model_config_to_json(const ModelConfig& c) {
     j["mixer"] = c.mixer;
   }
   j["ffn"] = c.ffn;
+  if (c.mixture_of_depths.enabled()) j["mixture_of_depths"] = fields_to_json(c.mixture_of_depths);
   return j;
 }
 

@@ -11,6 +11,26 @@
 
 namespace sw::models {
 
+// Mixture-of-Depths (Raposo et al. 2024; models/mixture_of_depths.h): every `every`-th block is
+// depth-routed: per sequence only ceil(capacity * T) tokens (training: the top-k by router logit;
+// inference: those with a positive logit) go through it, the others pass it unchanged.
+struct MixtureOfDepthsConfig {
+  double capacity = 0.125;  // fraction of a sequence's tokens a routed block takes, (0, 1]
+  int64_t every = 0;        // route blocks every-1, 2*every-1, ... (0 = off; 2 = every other block)
+  double aux_loss_coef = 0.01;
+  std::string scale = "sigmoid";  // what multiplies the block's delta: sigmoid(r) or the raw logit r
+
+  template <class V>
+  void visit(V& v) {
+    v("capacity", capacity, "fraction of each sequence's tokens a routed block takes in training, in (0, 1]");
+    v("every", every, "route every n-th block (1 = all, 2 = every other one; 0 = off)");
+    v("aux_loss_coef", aux_loss_coef,
+      "weight of the BCE loss teaching sigmoid(router logit) to predict top-k membership (causal inference)");
+    v("scale", scale, "factor on a routed token's block delta: sigmoid (of the router logit) or logit (the paper's r)");
+  }
+  bool enabled() const { return every > 0; }
+};
+
 struct ModelConfig {
   std::string name = "model";
   std::string family = "";  // survey family, e.g. "attention", "linear", "ssm"
@@ -30,6 +50,7 @@ struct ModelConfig {
   nlohmann::json ffns;    // schedule form: {name: FFN config}
   nlohmann::json layers;  // schedule form: a pattern string over mixer names, or [{mixer, ffn}, ...]
   std::vector<std::string> shared;  // mixer names whose blocks share one parameter set (Zamba)
+  MixtureOfDepthsConfig mixture_of_depths;  // "mixture_of_depths": {...}; off unless every > 0
 
   template <class V>
   void visit(V& v) {

@@ -96,7 +96,16 @@ std::vector<LayerSpec> resolve_schedule(const ModelConfig& c, const std::string&
   return out;
 }
 
+static std::string describe_layers(const ModelConfig& c);
+
 std::string describe_schedule(const ModelConfig& c) {
+  std::string s = describe_layers(c);
+  const MixtureOfDepthsConfig& m = c.mixture_of_depths;
+  if (m.enabled()) s += str_cat(", mixture-of-depths: every ", m.every, " block(s) at capacity ", m.capacity);
+  return s;
+}
+
+static std::string describe_layers(const ModelConfig& c) {
   auto type = [](const json& j) { return j.is_object() ? j.value("type", std::string("?")) : std::string("?"); };
   if (!c.has_schedule()) return str_cat(type(c.mixer), " x", c.n_layers, " (ffn ", type(c.ffn), ")");
   std::string s;

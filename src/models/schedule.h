@@ -32,7 +32,8 @@ struct LayerSpec {
 // the field). Does not check the mixers' own fields (parse_model_config does, once per mixer).
 std::vector<LayerSpec> resolve_schedule(const ModelConfig& c, const std::string& where);
 
-// One line for people: "LLLA x2 (L = gated-deltanet, A = attention; ffn swiglu)".
+// One line for people: "LLLA x2 (L = gated-deltanet, A = attention; ffn swiglu)", with the
+// Mixture-of-Depths routing appended when it is on.
 std::string describe_schedule(const ModelConfig& c);
 
 }  // namespace sw::models

@@ -43,6 +43,12 @@ struct MixerContext {
   int64_t position = 0;         // absolute position of the first token (tokens already seen)
   LayerState* state = nullptr;  // null in training: the whole sequence, no state kept
   const CrossKv* cross_kv = nullptr;  // set by the model for mixers that read_cross_kv()
+  // Per-row absolute positions i32 [B, T] of the tokens of x, given when they are not position + t:
+  // a Mixture-of-Depths block (models/mixture_of_depths.h) sees only the tokens routed to it, in
+  // their original order, at their original positions (which then differ between rows). Softmax
+  // attention's RoPE reads them; mixers that encode no positions (recurrent ones) simply see a
+  // shorter sequence. Undefined: the t-th token of every row sits at position + t.
+  Tensor positions = Tensor();
 };
 
 class Mixer : public Module {

@@ -51,18 +51,48 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
   if (cfg.output_gate) wg_ = add_module("wg", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
 }
 
+namespace {
+
+// RoPE of x [B, T, H, D] at its tokens' positions: position + t in every row, or, with per-row
+// positions (a Mixture-of-Depths block), row by row (one rope call when the rows agree).
+Variable rope_at(const Variable& x, const MixerContext& ctx, int64_t rotary_dim, double base) {
+  const int64_t B = x.dim(0), T = x.dim(1);
+  if (!ctx.positions.defined()) {
+    std::vector<int32_t> pos(T);
+    for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(ctx.position + t);
+    return ops::rope(x, Tensor::from_vector(pos, {T}), rotary_dim, base);
+  }
+  const Tensor pos = ctx.positions.contiguous();
+  SW_CHECK(pos.dtype() == DType::i32 && pos.shape() == (Shape{B, T}), "attention", "positions must be i32[", B, ", ",
+           T, "], got ", pos.describe());
+  const int32_t* p = pos.data<int32_t>();
+  bool rows_agree = true;
+  for (int64_t i = T; i < B * T && rows_agree; ++i) rows_agree = p[i] == p[i % T];
+  if (rows_agree) return ops::rope(x, pos.slice(0, 0, 1).contiguous().reshape({T}), rotary_dim, base);
+  std::vector<Variable> rows;
+  for (int64_t b = 0; b < B; ++b)
+    rows.push_back(ops::rope(ops::slice(x, 0, b, b + 1), pos.slice(0, b, b + 1).contiguous().reshape({T}), rotary_dim,
+                             base));
+  return ops::concat(rows, 0);
+}
+
+}  // namespace
+
 Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
   int64_t B = x.dim(0), T = x.dim(1), H = cfg_.n_heads;
+  // The kernels count a window or a block-sparse pattern in key indices; with per-row positions
+  // (a subset of the tokens) indices are not distances, so only full causal attention is exact
+  // (causality itself holds: the subset keeps the tokens' order).
+  SW_CHECK(!ctx.positions.defined() || (cfg_.window == 0 && cfg_.sparse_block == 0), "attention",
+           "per-row positions (a Mixture-of-Depths block) need full attention: window ", cfg_.window,
+           " and sparse_block ", cfg_.sparse_block, " count keys by index, not by position");
   Variable q = ops::reshape(wq_->forward(x), {B, T, H, head_dim_});
   Variable k = ops::reshape(wk_->forward(x), {B, T, n_kv_, head_dim_});
   Variable v = ops::reshape(wv_->forward(x), {B, T, n_kv_, head_dim_});
   if (q_norm_) q = q_norm_->forward(q), k = k_norm_->forward(k);
   if (cfg_.rope) {
-    std::vector<int32_t> pos(T);
-    for (int64_t t = 0; t < T; ++t) pos[t] = static_cast<int32_t>(ctx.position + t);
-    Tensor positions = Tensor::from_vector(pos, {T});
-    q = ops::rope(q, positions, rotary_dim_, cfg_.rope_base);
-    k = ops::rope(k, positions, rotary_dim_, cfg_.rope_base);
+    q = rope_at(q, ctx, rotary_dim_, cfg_.rope_base);
+    k = rope_at(k, ctx, rotary_dim_, cfg_.rope_base);
   }
   Variable o = attend(q, k, v, ctx);
   if (wg_) o = ops::mul(o, ops::sigmoid(ops::reshape(wg_->forward(x), {B, T, H, head_dim_})));

@@ -6,6 +6,8 @@
 // (nn/attention/block_layout.h). Training and prefill run the tiled kernel (or, with impl "sage"
 // and no gradient, the int8-QK^T SageAttention kernel); decode runs split-KV attention over the KV
 // cache (with a block-sparse pattern: the tiled kernel over the cached keys, one row per query).
+// RoPE reads MixerContext::positions when given (a Mixture-of-Depths block's routed tokens keep
+// their original positions; then the attention must be full, without window or sparse pattern).
 #pragma once
 
 #include <string>
