@@ -8,6 +8,7 @@
 #include "kernels/ref/gated_linear_attention_ref.h"
 #include "ops/lightning_ops.h"
 #include "ops/ops.h"
+#include "ops/rows_ops.h"
 
 namespace sw::bench {
 namespace {
@@ -280,6 +281,38 @@ std::vector<OpCase> op_cases(int size) {
     c.atol = 1e-5, c.rtol = 1e-5;
     c.flops = 1.0 * n_elem, c.bytes = 4.0 * n_elem;
     cases.push_back(c);
+  }
+  // Row gather / scatter (Mixture-of-Depths moves a block's chosen tokens): exact copies.
+  {
+    const int64_t picked = rows / 4;
+    std::vector<int32_t> idx(picked);
+    for (int64_t i = 0; i < picked; ++i) idx[i] = static_cast<int32_t>(rows - 1 - 4 * i);  // distinct, descending
+    const Tensor ti = Tensor::from_vector(idx, {picked});
+    OpCase g;
+    g.name = "gather_rows[" + std::to_string(rows) + "x" + std::to_string(dim) + "->" + std::to_string(picked) + "]";
+    g.inputs = {rand_tensor({rows, dim}, 47)};
+    g.op = [ti](const Vars& v) { return ops::gather_rows(v[0], ti); };
+    g.ref = [idx, dim](const Vecs& v) {
+      Vec y;
+      for (int32_t r : idx) y.insert(y.end(), v[0].begin() + r * dim, v[0].begin() + (r + 1) * dim);
+      return y;
+    };
+    g.atol = 0, g.rtol = 0;
+    g.flops = 0, g.bytes = 8.0 * picked * dim;
+    cases.push_back(g);
+    OpCase s;
+    s.name = "scatter_rows[" + std::to_string(picked) + "->" + std::to_string(rows) + "x" + std::to_string(dim) + "]";
+    s.inputs = {rand_tensor({picked, dim}, 48)};
+    s.op = [ti, rows](const Vars& v) { return ops::scatter_rows(v[0], ti, rows); };
+    s.ref = [idx, rows, dim](const Vecs& v) {
+      Vec y(static_cast<size_t>(rows * dim), 0.0);
+      for (size_t m = 0; m < idx.size(); ++m)
+        for (int64_t d = 0; d < dim; ++d) y[idx[m] * dim + d] = v[0][m * dim + d];
+      return y;
+    };
+    s.atol = 0, s.rtol = 0;
+    s.flops = 0, s.bytes = 4.0 * (picked * dim + rows * dim);
+    cases.push_back(s);
   }
   {
     OpCase c;
