@@ -71,6 +71,34 @@ TEST(Transformer, QuantisedKvCacheErrorIsReported) {
   }
 }
 
+// causal false: every position sees every token. Changing the last token moves the first
+// position's hidden state (it cannot under causal attention), and the model refuses a KV-cache
+// state, since decoding one token at a time is undefined when earlier tokens see later ones.
+TEST(Transformer, BidirectionalAttentionSeesLaterTokensAndHasNoDecode) {
+  for (bool causal : {true, false}) {
+    ModelConfig cfg = resolve_preset("transformer-tiny");
+    cfg.mixer["causal"] = causal;
+    cfg.init_std = 0.2;
+    LanguageModel m(cfg);
+    NoGradGuard g;
+    Tensor ids = random_ids(1, 12, 260, 3), changed = ids.clone();
+    changed.data<int32_t>()[11] = (changed.data<int32_t>()[11] + 1) % 260;
+    const std::vector<float> a = m.hidden(ids).data().slice(1, 0, 1).contiguous().to_floats();
+    const std::vector<float> b = m.hidden(changed).data().slice(1, 0, 1).contiguous().to_floats();
+    EXPECT_EQ(a == b, causal) << "causal " << causal;
+    EXPECT_EQ(m.blocks()[0]->mixer().causal(), causal);
+    auto state = m.new_state(1);
+    if (causal) {
+      EXPECT_NO_THROW(m.hidden(ids, state.get()));
+    } else {
+      EXPECT_THROW(m.hidden(ids, state.get()), Error);
+    }
+  }
+  ModelConfig sparse = resolve_preset("transformer-tiny");
+  sparse.mixer["causal"] = false, sparse.mixer["sparse_block"] = 4;
+  EXPECT_THROW(LanguageModel{sparse}, Error);
+}
+
 TEST(Transformer, BadConfigsNameTheField) {
   nlohmann::json j = nlohmann::json::parse(R"({"d_model": 64, "n_layers": 2, "mixer": {"type": "attention", "n_head": 4}})");
   try {

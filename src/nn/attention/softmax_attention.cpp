@@ -38,6 +38,9 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
              "a block-sparse pattern decodes over an f32 or bf16 cache, not '", cfg.kv_dtype, "'");
     SW_CHECK(!cfg.learned_sinks, "attention", "learned_sinks and a block-sparse pattern do not combine");
   }
+  SW_CHECK(cfg.causal || (cfg.sparse_block == 0 && cfg.n_sink == 0 && !cfg.learned_sinks), "attention",
+           "causal false (bidirectional) takes full or windowed attention: sparse_block, n_sink and learned_sinks are ",
+           "causal patterns");
   double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * n_layers);  // GPT-2 residual scaling
   wq_ = add_module("wq", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
   wk_ = add_module("wk", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
@@ -103,12 +106,15 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
 Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Variable& v, const MixerContext& ctx) {
   const int64_t B = q.dim(0), T = q.dim(1), H = cfg_.n_heads;
   ka::AttentionParams p;
-  p.causal = true;
+  p.causal = cfg_.causal;
   p.window = cfg_.window;
   p.n_sink = cfg_.n_sink;
   const SparsePattern pattern{cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride};
   BuiltLayout layout;
   auto* cache = static_cast<AttentionCache*>(ctx.state);
+  SW_CHECK(!cache || cfg_.causal, "attention",
+           "bidirectional attention (causal false) has no incremental decode: every token sees later ones; run the ",
+           "whole sequence without a state");
   if (!cache || cache->length() == 0) {
     // Training, or the first prefill: exact attention over the new tokens, then fill the cache.
     if (cache) cache->append(k.data(), v.data());
@@ -152,7 +158,9 @@ int64_t SoftmaxAttention::state_bytes(int64_t context) const {
 }
 
 double SoftmaxAttention::extra_flops_per_token(int64_t context) const {
-  int64_t visible = cfg_.window ? std::min(context, cfg_.window + cfg_.n_sink) : context;
+  // Bidirectional: the window is symmetric, |i - j| < window.
+  const int64_t span = cfg_.causal ? cfg_.window + cfg_.n_sink : 2 * cfg_.window - 1;
+  int64_t visible = cfg_.window ? std::min(context, span) : context;
   if (cfg_.sparse_block) {  // the pattern's computed key blocks, averaged over the context's query blocks
     const BuiltLayout L = build_layout({cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride},
                                        0, std::max<int64_t>(context, 1), std::max<int64_t>(context, 1));

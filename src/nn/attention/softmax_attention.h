@@ -35,6 +35,7 @@ struct AttentionConfig {
   int64_t sparse_local = 1;
   int64_t sparse_global = 0;
   int64_t sparse_stride = 0;
+  bool causal = true;  // false: bidirectional (every token sees every token; no incremental decode)
 
   template <class V>
   void visit(V& v) {
@@ -56,6 +57,9 @@ struct AttentionConfig {
     v("sparse_local", sparse_local, "key blocks of the diagonal band, the query's own included");
     v("sparse_global", sparse_global, "leading key blocks visible to every query");
     v("sparse_stride", sparse_stride, "also every stride-th key block back (Sparse Transformer; 0 = none)");
+    v("causal", causal,
+      "true: a token sees itself and earlier tokens; false: bidirectional (masked diffusion LMs, encoders), no KV-cache "
+      "decode");
   }
 };
 
@@ -66,6 +70,7 @@ class SoftmaxAttention : public Mixer {
   std::unique_ptr<LayerState> new_state(int64_t batch) const override;
   int64_t state_bytes(int64_t context) const override;
   double extra_flops_per_token(int64_t context) const override;
+  bool causal() const override { return cfg_.causal; }
 
  private:
   Variable attend(const Variable& q, const Variable& k, const Variable& v, const MixerContext& ctx);
