@@ -2,6 +2,7 @@
 // bandwidth); with --ops the op table in perf mode; with --preset the throughput of models
 // (prefill, decode, training step) as MFU/MBU against those ceilings. Writes JSON; --compare shows
 // the change between two such files.
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include "bench/model_bench.h"
 #include "bench/moe_bench.h"
 #include "bench/op_table.h"
+#include "bench/sparse_bench.h"
 #include "models/model_limits.h"
 #include "models/presets.h"
 #include "tools/commands.h"
@@ -30,6 +32,9 @@ struct BenchArgs {
   std::vector<int64_t> moe;  // batch tokens of the MoE-vs-dense FFN training workload
   CLI::Option* moe_opt = nullptr;
   std::string moe_preset = "moe-100m";
+  std::vector<int64_t> sparse;  // lengths of the block-sparse vs dense attention workload
+  CLI::Option* sparse_opt = nullptr;
+  double sparse_density = 0.10;
   int64_t decode_steps = 32;
 };
 
@@ -76,6 +81,9 @@ int run_bench(const BenchArgs& a) {
   };
   const bool attention = given_list(a.attention_opt, a.attention, "--attention", "sequence lengths", "1024,2048,4096");
   const bool moe = given_list(a.moe_opt, a.moe, "--moe", "batch token counts", "2048,4096");
+  const bool sparse = given_list(a.sparse_opt, a.sparse, "--sparse", "sequence lengths", "16384");
+  SW_CHECK(std::isfinite(a.sparse_density) && a.sparse_density > 0 && a.sparse_density <= 1, "bench",
+           "--sparse-density ", a.sparse_density, ": expected a number in (0, 1]");
   std::fprintf(stderr, "measuring ceilings (GEMM table, memory bandwidth)...\n");
   bench::Ceilings c = bench::measure_ceilings(a.quick);
   std::printf("%s", bench::format_table(c).c_str());
@@ -110,6 +118,15 @@ int run_bench(const BenchArgs& a) {
     std::vector<bench::MoeBenchPoint> r = bench::bench_moe(bc, c, true);
     std::printf("\n%s", bench::format_table(r).c_str());
     j["moe"] = bench::to_json(r);
+  }
+  if (sparse) {
+    for (int64_t len : a.sparse) {
+      bench::SparseBenchConfig sc;
+      sc.len = len, sc.density = a.sparse_density;
+      bench::SparseBenchResult r = bench::bench_sparse_attention(sc, true);
+      std::printf("\n%s", bench::format_table(r).c_str());
+      j["sparse_attention"].push_back(bench::to_json(r));
+    }
   }
   bench::ModelBenchConfig mc;
   mc.prefill_lengths = a.prefill, mc.decode_contexts = a.decode, mc.train_lengths = a.train;
@@ -150,6 +167,12 @@ void add_bench_command(CLI::App& app) {
                              "Also time an MoE FFN training step (fwd + bwd) against the dense SwiGLU of equal "
                              "active parameters at these batch token counts: --moe 2048,4096")
                   ->delimiter(',');
+  a.sparse_opt = s->add_option("--sparse", a.sparse,
+                                "Also time block-sparse attention (a layout keeping --sparse-density of the causal "
+                                "block pairs) against dense causal attention at these lengths: --sparse 16384")
+                     ->delimiter(',');
+  s->add_option("--sparse-density", a.sparse_density, "Fraction of causal block pairs --sparse keeps")
+      ->capture_default_str();
   s->add_option("--moe-preset", a.moe_preset, "Preset (or config) whose MoE `ffn` --moe times")->capture_default_str();
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");

@@ -65,6 +65,8 @@ void check_routable_mixer(const json& m, const std::string& at, int64_t layer) {
       refuse(str_cat("its window ", m["window"].get<int64_t>(), " counts keys by index, not by position"));
     if (m.contains("sparse_block") && m["sparse_block"].is_number_integer() && m["sparse_block"].get<int64_t>() > 0)
       refuse("its block-sparse pattern (sparse_block) counts keys by index, not by position");
+    if (m.contains("moba_block") && m["moba_block"].is_number_integer() && m["moba_block"].get<int64_t>() > 0)
+      refuse("MoBA (moba_block) selects key blocks by index, not by position");
   }
   if (type == "parallel" && m.contains("branches") && m["branches"].is_array())
     for (size_t i = 0; i < m["branches"].size(); ++i)

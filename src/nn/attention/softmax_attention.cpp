@@ -5,6 +5,7 @@
 #include "core/timer.h"
 #include "nn/attention/block_layout.h"
 #include "nn/attention/kv_cache.h"
+#include "nn/attention/moba.h"
 #include "nn/profile.h"
 #include "ops/attention.h"
 #include "ops/ops.h"
@@ -14,7 +15,12 @@ namespace sw::nn {
 namespace ka = kernels::attention;
 
 SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, int64_t n_layers, std::mt19937_64& rng)
+    : SoftmaxAttention(d_model, cfg, MixerSite{0, n_layers}, rng) {}
+
+SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, const MixerSite& site,
+                                   std::mt19937_64& rng)
     : cfg_(cfg), d_model_(d_model) {
+  const int64_t n_layers = site.n_layers;
   SW_CHECK(cfg.n_heads > 0, "attention", "n_heads must be positive, got ", cfg.n_heads);
   n_kv_ = cfg.n_kv_heads ? cfg.n_kv_heads : cfg.n_heads;
   SW_CHECK(cfg.n_heads % n_kv_ == 0, "attention", "n_heads ", cfg.n_heads, " must be a multiple of n_kv_heads ", n_kv_);
@@ -29,14 +35,38 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
   SW_CHECK(cfg.impl == "flash" || cfg.impl == "sage", "attention", "impl must be flash or sage, got '", cfg.impl, "'");
   SW_CHECK(cfg.window >= 0 && cfg.n_sink >= 0, "attention", "window and n_sink must be >= 0, got ", cfg.window, ", ",
            cfg.n_sink);
+  const PatternKind kind = pattern_kind(cfg.sparse_pattern, "attention");
   if (cfg.sparse_block) {
-    SW_CHECK(cfg.sparse_block > 0 && cfg.sparse_block <= 4096 && cfg.sparse_local >= 1 && cfg.sparse_global >= 0 &&
-                 cfg.sparse_stride >= 0,
-             "attention", "sparse pattern needs sparse_block in 1..4096, sparse_local >= 1, sparse_global >= 0, ",
-             "sparse_stride >= 0");
+    pattern_ = SparsePattern(cfg.sparse_block, cfg.sparse_local, cfg.sparse_global, cfg.sparse_stride);
+    pattern_.kind = kind;
+    pattern_.random = cfg.sparse_random;
+    pattern_.summary = cfg.sparse_summary;
+    // Fixed per layer: the layer index is mixed into the seed.
+    pattern_.seed = static_cast<uint64_t>(cfg.sparse_seed) * 0x100000001b3ull + static_cast<uint64_t>(site.layer_index);
+    pattern_.segments = parse_int_list(cfg.sparse_segments, "attention.sparse_segments");
+    pattern_.dilations = parse_int_list(cfg.sparse_dilations, "attention.sparse_dilations");
+    pattern_.validate("attention");
     SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16", "attention",
              "a block-sparse pattern decodes over an f32 or bf16 cache, not '", cfg.kv_dtype, "'");
     SW_CHECK(!cfg.learned_sinks, "attention", "learned_sinks and a block-sparse pattern do not combine");
+  } else {
+    SW_CHECK(kind == PatternKind::blocks && cfg.sparse_random == 0 && cfg.sparse_segments.empty() &&
+                 cfg.sparse_dilations.empty(),
+             "attention", "attention.sparse_pattern / sparse_random / sparse_segments / sparse_dilations need ",
+             "sparse_block >= 1 (the pattern's block size in tokens)");
+  }
+  if (cfg.moba_block) {
+    SW_CHECK(cfg.moba_block >= 1 && cfg.moba_block <= 4096, "attention",
+             "attention.moba_block: expected 1..4096 (tokens per MoBA block; 0 = off), got ", cfg.moba_block);
+    SW_CHECK(cfg.moba_topk >= 1 && cfg.moba_topk <= 65536, "attention",
+             "attention.moba_topk: expected 1..65536 (key blocks per query, its own included), got ", cfg.moba_topk);
+    SW_CHECK(cfg.sparse_block == 0 && cfg.window == 0 && cfg.n_sink == 0 && !cfg.learned_sinks && cfg.causal,
+             "attention", "attention.moba_block: MoBA selects its own blocks; it does not combine with sparse_block, ",
+             "window, n_sink, learned_sinks or causal false");
+    SW_CHECK(cfg.kv_dtype == "f32" || cfg.kv_dtype == "bf16", "attention",
+             "attention.moba_block: MoBA decodes over an f32 or bf16 cache, not kv_dtype '", cfg.kv_dtype, "'");
+  } else {
+    SW_CHECK(cfg.moba_topk >= 1, "attention", "attention.moba_topk: expected >= 1, got ", cfg.moba_topk);
   }
   SW_CHECK(cfg.causal || (cfg.sparse_block == 0 && cfg.n_sink == 0 && !cfg.learned_sinks), "attention",
            "causal false (bidirectional) takes full or windowed attention: sparse_block, n_sink and learned_sinks are ",
@@ -86,9 +116,10 @@ Variable SoftmaxAttention::forward(const Variable& x, const MixerContext& ctx) {
   // The kernels count a window or a block-sparse pattern in key indices; with per-row positions
   // (a subset of the tokens) indices are not distances, so only full causal attention is exact
   // (causality itself holds: the subset keeps the tokens' order).
-  SW_CHECK(!ctx.positions.defined() || (cfg_.window == 0 && cfg_.sparse_block == 0), "attention",
-           "per-row positions (a Mixture-of-Depths block) need full attention: window ", cfg_.window,
-           " and sparse_block ", cfg_.sparse_block, " count keys by index, not by position");
+  SW_CHECK(!ctx.positions.defined() || (cfg_.window == 0 && cfg_.sparse_block == 0 && cfg_.moba_block == 0),
+           "attention", "per-row positions (a Mixture-of-Depths block) need full attention: window ", cfg_.window,
+           ", sparse_block ", cfg_.sparse_block, " and moba_block ", cfg_.moba_block,
+           " count keys by index, not by position");
   Variable q = ops::reshape(wq_->forward(x), {B, T, H, head_dim_});
   Variable k = ops::reshape(wk_->forward(x), {B, T, n_kv_, head_dim_});
   Variable v = ops::reshape(wv_->forward(x), {B, T, n_kv_, head_dim_});
@@ -109,8 +140,13 @@ Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Va
   p.causal = cfg_.causal;
   p.window = cfg_.window;
   p.n_sink = cfg_.n_sink;
-  const SparsePattern pattern{cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride};
+  const SparsePattern& pattern = pattern_;
   BuiltLayout layout;
+  auto moba_shape = [&](int64_t q_offset, int64_t Tk) {
+    MobaShape s;
+    s.B = B, s.Tq = T, s.Tk = Tk, s.Hq = H, s.Hkv = n_kv_, s.D = head_dim_, s.q_offset = q_offset;
+    return s;
+  };
   auto* cache = static_cast<AttentionCache*>(ctx.state);
   SW_CHECK(!cache || cfg_.causal, "attention",
            "bidirectional attention (causal false) has no incremental decode: every token sees later ones; run the ",
@@ -118,7 +154,12 @@ Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Va
   if (!cache || cache->length() == 0) {
     // Training, or the first prefill: exact attention over the new tokens, then fill the cache.
     if (cache) cache->append(k.data(), v.data());
-    if (pattern.active()) layout = build_layout(pattern, 0, T, T), p.layout = layout.view;
+    if (pattern.active()) layout = build_layout(pattern, 0, T, T, H), p.layout = layout.view;
+    if (cfg_.moba_block) {
+      const Tensor qc = q.data().contiguous(), kc = k.data().contiguous();
+      layout = moba_layout(qc.data<float>(), kc.data<float>(), moba_shape(0, T), cfg_.moba_block, cfg_.moba_topk);
+      p.layout = layout.view;
+    }
     if (cfg_.impl == "sage" && !grad_enabled() && !sinks_) return ops::sage_attention(q, k, v, p);
     return ops::attention(q, k, v, p, sinks_);
   }
@@ -126,14 +167,23 @@ Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Va
   const int64_t past = cache->length();
   cache->append(k.data(), v.data());
   if (sinks_) p.sink_logits = sinks_->data().data<float>();
-  if (pattern.active()) {
+  if (pattern.active() || cfg_.moba_block) {
     // The decode kernel knows windows, not layouts: run the tiled kernel over the cached keys with
-    // one layout row per new query (exact; O(cache) copy per call).
+    // one layout row per new query (exact; O(cache) copy per call). MoBA selects for each new
+    // query by the same rule over the cached keys.
     const auto* kv = static_cast<const KvCache*>(cache);
     p.q_offset = past;
-    layout = build_layout(pattern, past, T, past + T), p.layout = layout.view;
+    const Tensor keys = kv->keys();
+    if (cfg_.moba_block) {
+      const Tensor qc = q.data().contiguous();
+      layout = moba_layout(qc.data<float>(), keys.data<float>(), moba_shape(past, past + T), cfg_.moba_block,
+                           cfg_.moba_topk);
+    } else {
+      layout = build_layout(pattern, past, T, past + T, H);
+    }
+    p.layout = layout.view;
     NoGradGuard no_grad;
-    return ops::attention(q, Variable(kv->keys()), Variable(kv->values()), p);
+    return ops::attention(q, Variable(keys), Variable(kv->values()), p);
   }
   Tensor out = Tensor::empty({B, T, H, head_dim_});
   double t0 = now_seconds();
@@ -161,9 +211,10 @@ double SoftmaxAttention::extra_flops_per_token(int64_t context) const {
   // Bidirectional: the window is symmetric, |i - j| < window.
   const int64_t span = cfg_.causal ? cfg_.window + cfg_.n_sink : 2 * cfg_.window - 1;
   int64_t visible = cfg_.window ? std::min(context, span) : context;
+  if (cfg_.moba_block) visible = std::min(context, cfg_.moba_block * cfg_.moba_topk);
   if (cfg_.sparse_block) {  // the pattern's computed key blocks, averaged over the context's query blocks
-    const BuiltLayout L = build_layout({cfg_.sparse_block, cfg_.sparse_local, cfg_.sparse_global, cfg_.sparse_stride},
-                                       0, std::max<int64_t>(context, 1), std::max<int64_t>(context, 1));
+    const BuiltLayout L = build_layout(pattern_, 0, std::max<int64_t>(context, 1), std::max<int64_t>(context, 1),
+                                       cfg_.n_heads);
     visible = static_cast<int64_t>(static_cast<double>(visible) * static_cast<double>(L.density_nnz) /
                                    static_cast<double>(std::max<int64_t>(L.density_total, 1)));
   }
