@@ -64,6 +64,8 @@ inline IntRange integer_field_range(std::string_view name) {
       {"warmup_steps", {0, k2_31}},
       {"window", {0, k2_24}},
       {"seed", {0, INT64_MAX}},
+      {"mask_id", {-1, int64_t{1} << 21}},  // -1 = vocab_size - 1
+      {"eval_mc", {1, 4096}},  // Monte-Carlo draws of the masked-diffusion likelihood bound
   };
   for (const Named& n : kRanges)
     if (n.name == name) return n.range;

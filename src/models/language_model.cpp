@@ -89,6 +89,14 @@ LanguageModel::LanguageModel(const ModelConfig& cfg, const std::string& where) :
              "config", where, ".layers[", i, "]: every cross-decoder must read the one shared KV: n_kv_heads, head_dim, ",
              "rope_base and kv_dtype must equal those of layer ", cross_kv_at_);
   }
+  // A masked-diffusion model predicts each masked token from the whole canvas: a causal mixer would
+  // hide the right context it is trained to use (and sampling reads every position each step).
+  check_objective(cfg, where);
+  if (cfg.masked_diffusion())
+    for (size_t i = 0; i < blocks_.size(); ++i)
+      SW_CHECK(!blocks_[i]->mixer().causal(), "config", where, ".objective: masked_diffusion needs bidirectional mixers, but layer ",
+               i, "'s mixer '", blocks_[i]->mixer_type(), "' is causal (give attention \"causal\": false; ",
+               "mixers without a bidirectional form cannot be used)");
   final_norm_ = add_module("final_norm", std::make_unique<nn::RMSNorm>(cfg.d_model, cfg.norm_eps));
   if (!cfg.tie_embeddings)
     head_ = add_module("head", std::make_unique<nn::Linear>(cfg.d_model, cfg.vocab_size, false, cfg.init_std, rng));
@@ -136,7 +144,11 @@ Variable LanguageModel::loss(const Tensor& ids, const Tensor& targets) {
   int64_t n = ids.numel();
   ops::CrossEntropyOptions o;
   o.compute = nn::matmul_dtype();
-  Variable l = ops::fused_cross_entropy(ops::reshape(h, {n, cfg_.d_model}), head_weight(), targets.reshape({n}), o);
+  return with_aux_losses(
+      ops::fused_cross_entropy(ops::reshape(h, {n, cfg_.d_model}), head_weight(), targets.reshape({n}), o));
+}
+
+Variable LanguageModel::with_aux_losses(Variable l) {
   for (Block* b : blocks_) {
     Variable aux = b->ffn() ? b->ffn()->aux_loss() : Variable();
     if (aux.defined()) l = ops::add(l, aux);

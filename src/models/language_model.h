@@ -65,6 +65,9 @@ class LanguageModel : public nn::Module {
   // Mean next-token cross-entropy over targets >= 0 (i32 [B, T]), via the fused chunked LM head,
   // plus any auxiliary losses of the FFNs and of the depth routers.
   Variable loss(const Tensor& ids, const Tensor& targets);
+  // l plus the auxiliary losses of the FFNs (MoE balancing) and depth routers of the last forward:
+  // what loss() adds, for objectives that compute their own cross-entropy (masked diffusion).
+  Variable with_aux_losses(Variable l);
   // Logits [N, V] of hidden rows [N, D] (inference only; training uses loss()).
   Tensor logits(const Tensor& hidden_rows);
   std::unique_ptr<ModelState> new_state(int64_t batch);

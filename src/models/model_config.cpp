@@ -26,6 +26,13 @@ static void check_head_split(const json& mixer, const std::string& type, int64_t
            "], or set head_dim");
 }
 
+void check_objective(const ModelConfig& c, const std::string& where) {
+  SW_CHECK(c.objective == "autoregressive" || c.objective == "masked_diffusion", "config", where,
+           ".objective: expected autoregressive or masked_diffusion, got '", cut_text(c.objective), "'");
+  SW_CHECK(c.mask_id >= -1 && c.mask_id < c.vocab_size, "config", where, ".mask_id: expected -1 (vocab_size - 1) or an id in [0, ",
+           c.vocab_size, ") (vocab_size), got ", c.mask_id);
+}
+
 ModelConfig parse_model_config(const json& j, const std::string& where) {
   ModelConfig c;
   FieldReader r(j, where);
@@ -58,6 +65,7 @@ ModelConfig parse_model_config(const json& j, const std::string& where) {
   SW_CHECK(c.norm_eps > 0 && c.norm_eps < 1, "config", where, ".norm_eps: expected a number in (0, 1), got ", c.norm_eps);
   SW_CHECK(c.init_std > 0 && c.init_std <= 10, "config", where, ".init_std: expected a number in (0, 10], got ",
            c.init_std);
+  check_objective(c, where);
   // Every distinct mixer and FFN config is checked once, naming where it was written.
   if (c.has_schedule()) {
     SW_CHECK(c.mixers.is_object(), "config", where, ".mixers: expected an object of named mixer configs");

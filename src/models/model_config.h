@@ -51,6 +51,15 @@ struct ModelConfig {
   nlohmann::json layers;  // schedule form: a pattern string over mixer names, or [{mixer, ffn}, ...]
   std::vector<std::string> shared;  // mixer names whose blocks share one parameter set (Zamba)
   MixtureOfDepthsConfig mixture_of_depths;  // "mixture_of_depths": {...}; off unless every > 0
+  // What the model is trained to predict (train/trainer.h, train/diffusion_loss.h):
+  //   autoregressive:   the next token at every position (a causal model).
+  //   masked_diffusion: LLaDA (Nie et al. 2025): the clean token at every position replaced by the
+  //                     [MASK] id; every mixer must be bidirectional (Mixer::causal() false).
+  std::string objective = "autoregressive";
+  // masked_diffusion: the [MASK] id fed at masked positions. -1 = vocab_size - 1, which is the
+  // byte tokenizer's mask (259 of 260); a tokenizer whose mask sits elsewhere names it here. It must
+  // be an id that no data token takes (train refuses data holding it).
+  int64_t mask_id = -1;
 
   template <class V>
   void visit(V& v) {
@@ -66,7 +75,11 @@ struct ModelConfig {
     v("init_std", init_std, "std of weight initialisation");
     v("seed", seed, "initialisation seed");
     v("meta_tokens", meta_tokens, "learned meta tokens prepended to every sequence (Hymba; 0 = none)");
+    v("objective", objective, "autoregressive (next token) or masked_diffusion (LLaDA; bidirectional mixers)");
+    v("mask_id", mask_id, "masked_diffusion: the [MASK] id (-1 = vocab_size - 1, the byte tokenizer's mask)");
   }
+  bool masked_diffusion() const { return objective == "masked_diffusion"; }
+  int32_t resolved_mask_id() const { return static_cast<int32_t>(mask_id >= 0 ? mask_id : vocab_size - 1); }
 
   int64_t resolved_ffn_hidden() const { return ffn_hidden ? ffn_hidden : (8 * d_model / 3 + 31) / 32 * 32; }
   bool has_schedule() const { return !mixers.is_null(); }
@@ -75,6 +88,9 @@ struct ModelConfig {
 // Parses and validates (sizes positive, mixer/ffn types registered). `where` names the source file.
 ModelConfig parse_model_config(const nlohmann::json& j, const std::string& where);
 ModelConfig load_model_config(const std::string& path);
+// objective is known and mask_id lies in [-1, vocab_size); errors name `where`.objective / .mask_id.
+// (That a masked_diffusion model's mixers are all bidirectional is checked when it is built.)
+void check_objective(const ModelConfig& c, const std::string& where);
 nlohmann::json model_config_to_json(const ModelConfig& c);
 
 }  // namespace sw::models

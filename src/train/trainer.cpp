@@ -13,6 +13,7 @@
 #include "kernels/gemm/gemm.h"
 #include "models/config_fields.h"
 #include "ops/ops.h"
+#include "train/diffusion_loss.h"
 
 namespace sw::train {
 namespace {
@@ -115,7 +116,7 @@ void validate_train_counts(const TrainConfig& c, const std::string& where) {
   count("steps", c.steps), count("batch", c.batch), count("seq_len", c.seq_len), count("grad_accum", c.grad_accum);
   count("log_every", c.log_every), count("eval_every", c.eval_every), count("eval_batches", c.eval_batches);
   count("save_every", c.save_every), count("keep_checkpoints", c.keep_checkpoints);
-  count("warmup_steps", c.schedule.warmup_steps);
+  count("warmup_steps", c.schedule.warmup_steps), count("eval_mc", c.eval_mc);
 }
 
 void validate_train_config(const TrainConfig& c, const std::string& where) {
@@ -144,10 +145,30 @@ void validate_train_config(const TrainConfig& c, const std::string& where) {
            ".optimizer.type: expected adamw or sgd, got '", cut_text(c.optimizer.type), "'");
 }
 
+// The clean window of a validation batch for a masked-diffusion model: the AR targets (tokens 1..T of
+// the window), scored where >= 0; an ignored target (a position already scored by an earlier window)
+// is context, its token read from the inputs one place on (the tail pad of a short split stays 0).
+static void diffusion_window(const Batch& b, Tensor& clean, std::vector<uint8_t>& scored) {
+  const int64_t B = b.targets.dim(0), T = b.targets.dim(1);
+  clean = Tensor::empty({B, T}, DType::i32);
+  scored.assign(static_cast<size_t>(B * T), 0);
+  const int32_t* in = b.inputs.data<int32_t>();
+  const int32_t* tg = b.targets.data<int32_t>();
+  int32_t* x = clean.data<int32_t>();
+  for (int64_t r = 0; r < B; ++r)
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = r * T + t;
+      scored[i] = tg[i] >= 0;
+      x[i] = tg[i] >= 0 ? tg[i] : t + 1 < T ? in[i + 1] : 0;
+    }
+}
+
 EvalResult evaluate(models::LanguageModel& model, const TokenDataset& data, int64_t batch, int64_t seq_len,
-                    int64_t max_batches, double bytes_per_token) {
+                    int64_t max_batches, double bytes_per_token, int64_t n_mc) {
   const std::string bad = first_nonfinite_parameter(model);
   SW_CHECK(bad.empty(), "eval", bad, " is not finite; a diverged model has no meaningful loss");
+  const bool diffusion = model.config().masked_diffusion();
+  SW_CHECK(!diffusion || (n_mc >= 1 && n_mc <= 4096), "eval", "n_mc ", n_mc, ": expected an integer in [1, 4096]");
   NoGradGuard g;
   ValidationBatches vb(data, batch, seq_len);
   int64_t n = max_batches > 0 ? std::min(max_batches, vb.num_batches()) : vb.num_batches();
@@ -155,6 +176,14 @@ EvalResult evaluate(models::LanguageModel& model, const TokenDataset& data, int6
   int64_t count = 0;
   for (int64_t i = 0; i < n; ++i) {
     Batch b = vb.get(i);
+    if (diffusion) {
+      Tensor clean;
+      std::vector<uint8_t> scored;
+      diffusion_window(b, clean, scored);
+      // Fixed draws per batch (seeded by its index): the same checkpoint always gets the same figure.
+      total += diffusion_nll_bound(model, clean, scored, n_mc, 0x6576616c ^ static_cast<uint64_t>(i), &count);
+      continue;
+    }
     int64_t valid = 0;
     const int32_t* t = b.targets.data<int32_t>();
     for (int64_t j = 0; j < b.targets.numel(); ++j) valid += t[j] >= 0;
@@ -180,6 +209,16 @@ const TrainConfig& checked_before_start(models::LanguageModel& model, const Toke
   validate_train_counts(c, "train config");  // sizes and periods; parsed configs had every field checked
   admit_training(model, c);
   ValidationBatches(data, c.batch, c.seq_len);
+  // Masked diffusion: a data token equal to the [MASK] id would read as masked.
+  if (model.config().masked_diffusion()) {
+    const int32_t mask = model.config().resolved_mask_id();
+    for (std::span<const int32_t> part : {data.train(), data.validation()})
+      for (size_t i = 0; i < part.size(); ++i)
+        SW_CHECK(part[i] != mask, "train", model.config().name, ": the data holds token ", mask,
+                 ", the model's [MASK] id (mask_id), at position ", i, " of the ",
+                 part.data() == data.train().data() ? "training" : "validation",
+                 " split; a masked-diffusion model needs an id no data token takes (set mask_id)");
+  }
   return c;
 }
 }  // namespace
@@ -187,7 +226,8 @@ const TrainConfig& checked_before_start(models::LanguageModel& model, const Toke
 Trainer::Trainer(models::LanguageModel& model, const TokenDataset& data, const TrainConfig& cfg, TrainerOptions opts)
     : model_(model), data_(data), cfg_(checked_before_start(model, data, cfg)), opts_(std::move(opts)),
       opt_(model, cfg.optimizer), sampler_(data, cfg.batch, cfg.seq_len, static_cast<uint64_t>(cfg.seed)),
-      poison_step_(poison_step_from_env()) {}
+      poison_step_(poison_step_from_env()), diffusion_(model.config().masked_diffusion()),
+      mask_id_(model.config().resolved_mask_id()) {}
 
 void Trainer::resume(const Checkpoint& ckpt) {
   SW_CHECK(ckpt.state.step <= cfg_.steps, "train", ckpt.file.path, ": the checkpoint is at step ", ckpt.state.step,
@@ -251,7 +291,8 @@ TrainResult Trainer::run() {
   double step_seconds = 0;  // time in training steps only: excludes evaluation and checkpoint writes
   int64_t window_tokens = 0, first_step = step_;
   auto do_eval = [&] {
-    EvalResult e = evaluate(model_, data_, cfg_.batch, cfg_.seq_len, cfg_.eval_batches, opts_.bytes_per_token);
+    EvalResult e =
+        evaluate(model_, data_, cfg_.batch, cfg_.seq_len, cfg_.eval_batches, opts_.bytes_per_token, cfg_.eval_mc);
     res.evals.emplace_back(step_, e);
     if (opts_.progress)
       std::fprintf(stderr, "\neval step %lld: val loss %.4f, ppl %.2f, bits/byte %.4f (%lld tokens)\n",
@@ -268,7 +309,12 @@ TrainResult Trainer::run() {
     double loss_sum = 0;
     for (int64_t micro = 0; micro < cfg_.grad_accum; ++micro) {
       Batch b = sampler_.next();
-      Variable loss = model_.loss(b.inputs, b.targets);
+      // Masked diffusion: the clean sequence is the window's last T tokens; its masks are drawn from
+      // (seed, step, micro-batch, row) alone, so a resumed run draws the same ones.
+      Variable loss = diffusion_ ? masked_diffusion_loss(model_, draw_forward_process(b.targets, mask_id_,
+                                                                                      static_cast<uint64_t>(cfg_.seed),
+                                                                                      step_, micro))
+                                 : model_.loss(b.inputs, b.targets);
       loss_sum += loss.item();
       (cfg_.grad_accum > 1 ? ops::scale(loss, 1.0 / static_cast<double>(cfg_.grad_accum)) : loss).backward();
     }

@@ -30,7 +30,8 @@ struct TrainConfig {
   int64_t keep_checkpoints = 3;  // good checkpoints kept: the newest plus keep - 1 older ones
   bool skip_nonfinite = false;  // skip a step with a non-finite loss/gradient instead of stopping
   double max_seconds = 0;       // stop (and save) after this wall time; 0 = no limit
-  int64_t seed = 1;             // data order
+  int64_t seed = 1;             // data order (and, for masked diffusion, the mask draws: diffusion_loss.h)
+  int64_t eval_mc = 4;          // masked diffusion: Monte-Carlo draws of the likelihood bound per window
   OptimizerConfig optimizer;
   ScheduleConfig schedule;
 
@@ -49,6 +50,7 @@ struct TrainConfig {
     v("skip_nonfinite", skip_nonfinite, "skip steps with non-finite loss or gradients");
     v("max_seconds", max_seconds, "wall-time budget (0 = none)");
     v("seed", seed, "data-order seed");
+    v("eval_mc", eval_mc, "masked diffusion: Monte-Carlo draws per validation window of the likelihood bound");
   }
 };
 
@@ -59,15 +61,21 @@ void validate_train_config(const TrainConfig& c, const std::string& where);
 void validate_train_counts(const TrainConfig& c, const std::string& where);  // the integer fields only
 
 struct EvalResult {
-  double loss = 0;  // mean nats per target token
+  // mean nats per target token; for a masked-diffusion model the Monte-Carlo estimate of the
+  // likelihood bound (an upper bound on the true nats per token), comparable with autoregressive loss
+  double loss = 0;
   double perplexity = 0;
   double bits_per_byte = 0;
   int64_t tokens = 0;
 };
 
 // bytes_per_token: text bytes per token of the validation split (1 for the byte tokenizer).
+// An autoregressive model: next-token cross-entropy over the validation windows. A masked-diffusion
+// model (objective masked_diffusion): the same target tokens scored by the likelihood bound
+// (diffusion_nll_bound, n_mc draws per window; the window's other tokens are context), with fixed
+// draws, so the figure is reproducible.
 EvalResult evaluate(models::LanguageModel& model, const TokenDataset& data, int64_t batch, int64_t seq_len,
-                    int64_t max_batches, double bytes_per_token);
+                    int64_t max_batches, double bytes_per_token, int64_t n_mc = 4);
 
 struct TrainerOptions {
   std::string checkpoint_path;  // "" = never save
@@ -106,6 +114,8 @@ class Trainer {
   int64_t step_ = 0, tokens_ = 0;
   int64_t saved_step_ = -1;   // the step of the checkpoint now at checkpoint_path (-1: none known)
   int64_t poison_step_ = -1;  // SW_TEST_POISON_STEP: tests inject divergence after this step
+  bool diffusion_ = false;    // objective masked_diffusion: train with masked_diffusion_loss
+  int32_t mask_id_ = -1;
 };
 
 // SIGINT and SIGTERM handling: install_interrupt_handler() makes either set a flag that the loop
