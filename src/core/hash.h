@@ -1,4 +1,4 @@
-// A fast 64-bit checksum of bytes for checkpoint integrity (not cryptographic): four FNV-1a-style
+// Hashing. hash64: a fast 64-bit checksum of bytes for checkpoint integrity (not cryptographic): four FNV-1a-style
 // lanes over 8-byte words (xor, then multiply by the FNV prime, which is odd and so a bijection
 // mod 2^64), folded together with the length. Any change to one word changes its lane's state and
 // hence the result; four independent lanes keep the multiplies in flight (several GB/s).
@@ -11,6 +11,15 @@
 #include <string>
 
 namespace sw {
+
+// SplitMix64's finaliser (Steele et al.): a bijective mix of 64 bits, for seeds derived from
+// several integers (a layer's random blocks, a training row's mask draw) without a stored state.
+inline uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
 
 inline uint64_t hash64(const void* data, size_t n) {
   constexpr uint64_t kPrime = 0x100000001b3ull, kBasis = 0xcbf29ce484222325ull;

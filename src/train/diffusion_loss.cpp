@@ -5,6 +5,7 @@
 #include <numeric>
 #include <random>
 
+#include "core/hash.h"
 #include "nn/layers.h"
 #include "ops/ops.h"
 #include "ops/rows_ops.h"
@@ -12,13 +13,6 @@
 
 namespace sw::train {
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 void check_clean(const Tensor& clean, int32_t mask_id, const char* what) {
   SW_CHECK(clean.ndim() == 2 && clean.dtype() == DType::i32, "diffusion", what, " must be i32 [B, T], got ",

@@ -4,17 +4,11 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/hash.h"
 
 namespace sw::nn {
 
 namespace {
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ull;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-  return x ^ (x >> 31);
-}
 
 constexpr int64_t kMaxListValue = int64_t{1} << 24;
 
