@@ -148,13 +148,7 @@ ModuleCheck module_inputs(nn::Module& m, const Tensor& x) {
   return c;
 }
 
-OpFn module_op(nn::Module& m, std::function<Variable(const Variable&)> forward) {
-  return [&m, forward](const std::vector<Variable>& v) {
-    size_t i = 1;
-    m.visit_parameters([&](const std::string&, nn::Parameter& p) { p.var = v[i++]; });
-    return forward(v[0]);
-  };
-}
+using testing::module_op;
 
 // Parameter lookup by name for the f64 side.
 struct Params {

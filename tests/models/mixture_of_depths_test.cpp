@@ -83,13 +83,7 @@ ModuleCheck module_inputs(nn::Module& m, const Tensor& x, uint64_t seed) {
   return c;
 }
 
-OpFn module_op(nn::Module& m, std::function<Variable(const Variable&)> forward) {
-  return [&m, forward](const std::vector<Variable>& v) {
-    size_t i = 1;
-    m.visit_parameters([&](const std::string&, nn::Parameter& p) { p.var = v[i++]; });
-    return forward(v[0]);
-  };
-}
+using testing::module_op;
 
 const Vec& param(const std::vector<std::string>& names, const std::vector<Vec>& xs, const std::string& n) {
   for (size_t i = 0; i < names.size(); ++i)

@@ -1,12 +1,34 @@
 // Model-level checks shared by the model tests: prefill logits == step-by-step decode logits.
 #pragma once
 
+#include <functional>
 #include <random>
+#include <string>
 
+#include "autograd/gradcheck.h"
+#include "io/tokenizer.h"
 #include "models/language_model.h"
 #include "testing.h"
 
 namespace sw::testing {
+
+// A module's forward as a gradcheck op over [x, its parameters in visit order]: each call puts the
+// given values into the parameters, so finite differences move them.
+inline OpFn module_op(nn::Module& m, std::function<Variable(const Variable&)> forward) {
+  return [&m, forward](const std::vector<Variable>& v) {
+    size_t i = 1;
+    m.visit_parameters([&](const std::string&, nn::Parameter& p) { p.var = v[i++]; });
+    return forward(v[0]);
+  };
+}
+
+// Byte-tokenizer ids of `text` repeated `repeat` times (a small corpus for training tests).
+inline std::vector<int32_t> text_tokens(const std::string& text, int repeat) {
+  io::ByteTokenizer tok;
+  std::string s;
+  for (int i = 0; i < repeat; ++i) s += text;
+  return tok.encode(s);
+}
 
 inline Tensor random_ids(int64_t b, int64_t t, int64_t vocab, uint64_t seed) {
   std::mt19937_64 rng(seed);

@@ -30,6 +30,7 @@
 #include "nn/moe/moe.h"
 #include "ops/moe_ops.h"
 #include "ops/ops.h"
+#include "models/model_testing.h"
 #include "testing.h"
 
 namespace sw::nn {
@@ -63,13 +64,7 @@ ModuleCheck module_inputs(Module& m, const Tensor& x) {
   return c;
 }
 
-OpFn module_op(Module& m, std::function<Variable(const Variable&)> forward) {
-  return [&m, forward](const std::vector<Variable>& v) {
-    size_t i = 1;
-    m.visit_parameters([&](const std::string&, Parameter& p) { p.var = v[i++]; });
-    return forward(v[0]);
-  };
-}
+using testing::module_op;
 
 struct Params {
   const std::vector<std::string>& names;
@@ -323,7 +318,9 @@ TEST(MoeLayer, GroupedDispatchEqualsF64LoopForEveryRouterAndDesign) {
     });
     RefFn refn = [&](const std::vector<Vec>& xs) { return moe_ref(xs[0], Params{mc.names, xs}, cs.cfg, N, D, H, aux); };
     EXPECT_TRUE(forward_matches(op, refn, mc.inputs, 1e-5));
-    if (std::string(cs.name) == "capacity_drops") EXPECT_GT(moe.last_routing().dropped, 0);
+    if (std::string(cs.name) == "capacity_drops") {
+      EXPECT_GT(moe.last_routing().dropped, 0);
+    }
     GradCheckOptions o;
     o.wrt = mc.wrt;
     GradCheckResult r = grad_check(op, refn, mc.inputs, o);
@@ -576,7 +573,9 @@ TEST(MoeDecode, Bf16ExpertsAndOnlyTheChosenExpertsBytesCount) {
   const std::vector<float> f32 = moe.forward(x).data().to_floats();
   moe.to_bf16_weights();
   moe.visit_parameters([&](const std::string& n, Parameter& p) {
-    if (n == "w_gate" || n == "w_up" || n == "w_down") EXPECT_EQ(p.var.data().dtype(), DType::bf16) << n;
+    if (n == "w_gate" || n == "w_up" || n == "w_down") {
+      EXPECT_EQ(p.var.data().dtype(), DType::bf16) << n;
+    }
   });
   const std::vector<float> b16 = moe.forward(x).data().to_floats();
   for (size_t i = 0; i < f32.size(); ++i) EXPECT_NEAR(b16[i], f32[i], 2e-2 * std::fabs(f32[i]) + 1e-3) << i;

@@ -14,6 +14,7 @@
 #include "models/presets.h"
 #include "train/diffusion_loss.h"
 #include "train/trainer.h"
+#include "models/model_testing.h"
 #include "testing.h"
 
 namespace sw::train {
@@ -325,12 +326,7 @@ TEST(DiffusionBound, ContextPositionsAreConditionedOn) {
 
 // ---- evaluate() and training ----
 
-std::vector<int32_t> text_tokens(const std::string& text, int repeat) {
-  io::ByteTokenizer tok;
-  std::string s;
-  for (int i = 0; i < repeat; ++i) s += text;
-  return tok.encode(s);
-}
+using testing::text_tokens;
 
 TrainConfig tiny_train(int64_t steps) {
   TrainConfig c;

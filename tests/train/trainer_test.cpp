@@ -5,6 +5,7 @@
 #include "io/tokenizer.h"
 #include "models/presets.h"
 #include "train/trainer.h"
+#include "models/model_testing.h"
 #include "testing.h"
 
 namespace sw::train {
@@ -17,12 +18,7 @@ std::string tmp_dir(const std::string& name) {
   return d;
 }
 
-std::vector<int32_t> text_tokens(const std::string& text, int repeat) {
-  io::ByteTokenizer tok;
-  std::string s;
-  for (int i = 0; i < repeat; ++i) s += text;
-  return tok.encode(s);
-}
+using testing::text_tokens;
 
 TrainConfig tiny_config(int64_t steps) {
   TrainConfig c;
