@@ -49,7 +49,7 @@ void KvCache::append(const Tensor& k_new, const Tensor& v_new) {
   length_ += t;
 }
 
-void KvCache::attend(const Tensor& q, const ka::AttentionParams& p, Tensor& o) const {
+void KvCache::attend(const Tensor& q, const ka::AttentionParams& p, Tensor& o) {
   ka::DecodeDims d;
   d.B = static_cast<int>(batch_), d.Tn = static_cast<int>(q.dim(1)), d.Hq = static_cast<int>(q.dim(2));
   d.Hkv = static_cast<int>(heads_), d.Dk = static_cast<int>(dk_), d.Dv = static_cast<int>(dv_);
@@ -121,7 +121,7 @@ void KiviKvCache::append(const Tensor& k_new, const Tensor& v_new) {
   ka::kivi_append(cache_, k.data<float>(), v.data<float>(), t);
 }
 
-void KiviKvCache::attend(const Tensor& q, const ka::AttentionParams& p, Tensor& o) const {
+void KiviKvCache::attend(const Tensor& q, const ka::AttentionParams& p, Tensor& o) {
   ka::kivi_decode_attention(q.data<float>(), cache_, static_cast<int>(q.dim(2)), static_cast<int>(q.dim(1)), p,
                             segments_for(cache_.length), o.data<float>(), nullptr);
 }

@@ -17,7 +17,11 @@ class AttentionCache : public LayerState {
   virtual void append(const Tensor& k_new, const Tensor& v_new) = 0;  // [B, T, Hkv, Dk], [B, T, Hkv, Dv] f32
   virtual int64_t length() const = 0;
   // o [B, Tn, Hq, Dv] = attention of q [B, Tn, Hq, Dk] (the last Tn cached tokens' queries) over the cache.
-  virtual void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) const = 0;
+  // Not const: a cache with an eviction policy (nn/attention/kv_policy.h) learns from what it reads.
+  virtual void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) = 0;
+  // True when the cache must see the prompt's queries too (a policy that keeps statistics or bounds
+  // memory from the first token): the layer then runs even the first prefill through attend().
+  virtual bool attends_prefill() const { return false; }
 };
 
 class KvCache : public AttentionCache {
@@ -25,7 +29,7 @@ class KvCache : public AttentionCache {
   KvCache(int64_t batch, int64_t kv_heads, int64_t head_dim_k, int64_t head_dim_v, DType dtype,
           int64_t initial_capacity = 256);
   void append(const Tensor& k_new, const Tensor& v_new) override;
-  void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) const override;
+  void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) override;
   int64_t length() const override { return length_; }
   int64_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }
@@ -47,7 +51,7 @@ class KiviKvCache : public AttentionCache {
   KiviKvCache(int64_t batch, int64_t kv_heads, int64_t head_dim_k, int64_t head_dim_v, int bits, int group = 32,
               int residual = 32);
   void append(const Tensor& k_new, const Tensor& v_new) override;
-  void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) const override;
+  void attend(const Tensor& q, const kernels::attention::AttentionParams& p, Tensor& o) override;
   int64_t length() const override { return cache_.length; }
   int64_t bytes() const override;
   const char* kind() const override { return "kv-kivi"; }

@@ -71,6 +71,12 @@ SoftmaxAttention::SoftmaxAttention(int64_t d_model, const AttentionConfig& cfg, 
   SW_CHECK(cfg.causal || (cfg.sparse_block == 0 && cfg.n_sink == 0 && !cfg.learned_sinks), "attention",
            "causal false (bidirectional) takes full or windowed attention: sparse_block, n_sink and learned_sinks are ",
            "causal patterns");
+  validate_kv_policy(cfg.kv, "attention");
+  SW_CHECK(!cfg.kv.active() || (cfg.causal && cfg.window == 0 && cfg.n_sink == 0 && !cfg.learned_sinks &&
+                                cfg.sparse_block == 0 && cfg.moba_block == 0 && cfg.kv_dtype == "f32"),
+           "attention", "attention.kv_policy ", cfg.kv.policy, " runs over plain causal attention with an f32 cache: ",
+           "not with window, n_sink, learned_sinks, sparse_block, moba_block, causal false or kv_dtype '", cfg.kv_dtype,
+           "'");
   double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * n_layers);  // GPT-2 residual scaling
   wq_ = add_module("wq", std::make_unique<Linear>(d_model, cfg.n_heads * head_dim_, false, std, rng));
   wk_ = add_module("wk", std::make_unique<Linear>(d_model, n_kv_ * head_dim_, false, std, rng));
@@ -151,7 +157,7 @@ Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Va
   SW_CHECK(!cache || cfg_.causal, "attention",
            "bidirectional attention (causal false) has no incremental decode: every token sees later ones; run the ",
            "whole sequence without a state");
-  if (!cache || cache->length() == 0) {
+  if (!cache || (cache->length() == 0 && !cache->attends_prefill())) {
     // Training, or the first prefill: exact attention over the new tokens, then fill the cache.
     if (cache) cache->append(k.data(), v.data());
     if (pattern.active()) layout = build_layout(pattern, 0, T, T, H), p.layout = layout.view;
@@ -193,13 +199,17 @@ Variable SoftmaxAttention::attend(const Variable& q, const Variable& k, const Va
 }
 
 std::unique_ptr<LayerState> SoftmaxAttention::new_state(int64_t batch) const {
+  if (cfg_.kv.active())
+    return std::make_unique<PolicyKvCache>(batch, n_kv_, head_dim_, head_dim_, cfg_.kv,
+                                           CachedRope{cfg_.rope, rotary_dim_, cfg_.rope_base});
   if (cfg_.kv_dtype.rfind("int", 0) == 0)
     return std::make_unique<KiviKvCache>(batch, n_kv_, head_dim_, head_dim_, std::stoi(cfg_.kv_dtype.substr(3)));
   return std::make_unique<KvCache>(batch, n_kv_, head_dim_, head_dim_, cfg_.kv_dtype == "bf16" ? DType::bf16 : DType::f32);
 }
 
-// The cache keeps every token (no eviction policy yet, even with a window): it grows with the context.
+// Without a KV policy the cache keeps every token (even with a window): it grows with the context.
 int64_t SoftmaxAttention::state_bytes(int64_t context) const {
+  if (cfg_.kv.active()) return policy_cache_bytes(cfg_.kv, context, n_kv_, head_dim_, head_dim_);
   if (cfg_.kv_dtype.rfind("int", 0) == 0) {  // codes, plus per-group key and per-token value scales
     int64_t bits = std::stoi(cfg_.kv_dtype.substr(3));
     return context * n_kv_ * (2 * head_dim_ * bits / 8 + 2 * 4 + 2 * 4 * head_dim_ / 32);

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "nn/attention/block_layout.h"
+#include "nn/attention/kv_policy.h"
 #include "nn/layers.h"
 #include "nn/mixer.h"
 
@@ -47,6 +48,7 @@ struct AttentionConfig {
   int64_t moba_block = 0;                 // MoBA block size in tokens (0 = off)
   int64_t moba_topk = 3;                  // MoBA: key blocks per query, its own included
   bool causal = true;  // false: bidirectional (every token sees every token; no incremental decode)
+  KvPolicyConfig kv;   // training-free KV-cache policy at inference (kv_policy.h); weights unchanged
 
   template <class V>
   void visit(V& v) {
@@ -83,6 +85,7 @@ struct AttentionConfig {
     v("causal", causal,
       "true: a token sees itself and earlier tokens; false: bidirectional (masked diffusion LMs, encoders), no KV-cache "
       "decode");
+    kv.visit(v);
   }
 };
 
