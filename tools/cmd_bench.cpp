@@ -14,8 +14,10 @@
 #include "bench/moe_bench.h"
 #include "bench/op_table.h"
 #include "bench/sparse_bench.h"
+#include "infer/kv_policy_eval.h"
 #include "models/model_limits.h"
 #include "models/presets.h"
+#include "tools/cli_common.h"
 #include "tools/commands.h"
 
 namespace sw::tools {
@@ -24,6 +26,7 @@ namespace {
 struct BenchArgs {
   std::string out = "bench.json";
   bool quick = false, ops = false, bf16_weights = false, no_bf16_train = false;
+  nn::KvPolicyConfig kv;  // applied to every attention layer of the benchmarked presets
   std::vector<std::string> presets, compare;
   std::vector<int64_t> prefill = {512, 4096}, decode = {512, 4096}, train = {512};
   std::vector<int64_t> batches = {1};
@@ -134,7 +137,9 @@ int run_bench(const BenchArgs& a) {
   mc.train_bf16 = !a.no_bf16_train;
   mc.min_seconds = a.quick ? 0.05 : 0.3;
   for (const std::string& p : a.presets) {
-    std::unique_ptr<models::LanguageModel> m = models::build_model(models::resolve_preset(p), p);
+    const models::ModelConfig preset = models::resolve_preset(p);
+    std::unique_ptr<models::LanguageModel> m =
+        models::build_model(a.kv.active() ? infer::with_kv_policy(preset, a.kv) : preset, p);
     bench::ModelBenchResult r = bench::bench_model(*m, p, mc, c, true);
     std::printf("\n%s", bench::format_table(r).c_str());
     j["models"].push_back(bench::to_json(r));
@@ -174,6 +179,7 @@ void add_bench_command(CLI::App& app) {
   s->add_option("--sparse-density", a.sparse_density, "Fraction of causal block pairs --sparse keeps")
       ->capture_default_str();
   s->add_option("--moe-preset", a.moe_preset, "Preset (or config) whose MoE `ffn` --moe times")->capture_default_str();
+  add_kv_policy_flags(s, a.kv);
   s->add_option("--decode-steps", a.decode_steps, "Decode steps timed per context")->capture_default_str();
   s->add_flag("--bf16-weights", a.bf16_weights, "Run prefill/decode with bf16 weights (skips the training step)");
   s->add_flag("--no-bf16-train", a.no_bf16_train, "Time the training step with f32 GEMMs only");

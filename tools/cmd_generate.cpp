@@ -17,28 +17,6 @@
 namespace sw::tools {
 namespace {
 
-struct Loaded {
-  std::unique_ptr<models::LanguageModel> model;
-  std::unique_ptr<io::Tokenizer> tok;
-};
-
-Loaded load_run(const std::string& checkpoint) {
-  train::Checkpoint ck = train::read_checkpoint(checkpoint);
-  if (!ck.verified)
-    std::fprintf(stderr, "note: %s has no checksums (written before they existed); integrity not checked\n",
-                 checkpoint.c_str());
-  Loaded l;
-  std::string dir = std::filesystem::path(checkpoint).parent_path().string();
-  l.tok = make_tokenizer((dir.empty() ? "." : dir) + "/" + ck.state.tokenizer);
-  // Ids the tokenizer cannot decode must not be sampled (checked before the model is built).
-  SW_CHECK(ck.config.vocab_size == l.tok->vocab_size(), "checkpoint", checkpoint, ":config.vocab_size is ",
-           ck.config.vocab_size, " but its tokenizer ", ck.state.tokenizer, " has ", l.tok->vocab_size(),
-           " ids; expected them equal");
-  l.model = models::build_model(ck.config, checkpoint);
-  train::load_model_weights(*l.model, ck);
-  return l;
-}
-
 struct GenArgs {
   std::string checkpoint, prompt = "The ";
   int64_t max_new = 200;
@@ -50,6 +28,7 @@ struct GenArgs {
   std::string remasking = "low_confidence";
   double threshold = 0, cfg_scale = 0;
   bool quiet = false;
+  nn::KvPolicyConfig kv;  // autoregressive attention models: the KV-cache policy
 };
 
 // The diffusion sampler's settings from the flags (max-new is the generation length).
@@ -136,7 +115,7 @@ int run_diffusion_generate(const GenArgs& a, Loaded& l, const std::vector<int32_
 }
 
 int run_generate(GenArgs& a) {
-  Loaded l = load_run(a.checkpoint);
+  Loaded l = load_run(a.checkpoint, a.kv);
   if (a.bf16_weights) l.model->to_bf16_weights();
   std::vector<int32_t> prompt = l.tok->encode(a.prompt);
   if (l.model->config().masked_diffusion()) return run_diffusion_generate(a, l, prompt);
@@ -216,6 +195,7 @@ void add_generate_command(CLI::App& app) {
   s->add_option("--seed", a.s.seed, "Sampling seed")->capture_default_str();
   s->add_option("--stop", a.stops, "Stop after this string (repeatable)");
   s->add_flag("--bf16-weights", a.bf16_weights, "Run with bf16 weights");
+  add_kv_policy_flags(s, a.kv);
   s->add_option("--steps", a.steps, "Masked diffusion: sampling steps in all (0 = max-new, one token per step)");
   s->add_option("--block-length", a.block_length,
                 "Masked diffusion: semi-autoregressive block length, a divisor of max-new (0 = 32 when it divides, else max-new)");

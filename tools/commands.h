@@ -14,6 +14,7 @@ void add_inspect_command(CLI::App& app);   // inspect and presets
 void add_tokenizer_command(CLI::App& app);
 void add_arena_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_kv_policy_command(CLI::App& app);  // kv-policies
 
 // Called by add_* to attach the function that runs a parsed subcommand.
 void set_runner(CLI::App* sub, std::function<int()> run);

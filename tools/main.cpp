@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   sw::tools::add_tokenizer_command(app);
   sw::tools::add_bench_command(app);
   sw::tools::add_convert_command(app);
+  sw::tools::add_kv_policy_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
