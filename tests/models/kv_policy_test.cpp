@@ -209,7 +209,9 @@ TEST_P(KvPolicyTest, MatchesStraightforwardReference) {
   EXPECT_TRUE(testing::all_close(o.data(), ref.o.data(), o.size(), 2e-5, 1e-4));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hkv; ++h) EXPECT_EQ(cache.kept_positions(b, h), ref.kept[b * Hkv + h]) << b << "," << h;
-  if (c.bounded() || c.policy == "snapkv") EXPECT_LE(cache.kept(), c.budget + (c.policy == "snapkv" ? T - T0 : 0));
+  if (c.bounded() || c.policy == "snapkv") {
+    EXPECT_LE(cache.kept(), c.budget + (c.policy == "snapkv" ? T - T0 : 0));
+  }
 }
 
 // With room for every token each policy is plain causal attention (f64 reference kernel).
